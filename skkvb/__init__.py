@@ -1,0 +1,19 @@
+"""skkvb: the Discrete Key-Value Bottleneck as scikit-learn estimators.
+
+A frozen encoder maps inputs to embeddings; a fixed random projection splits
+each embedding into heads; each head is snapped to its nearest key in a frozen,
+unsupervised codebook; each key owns a learnable value; the values are averaged
+into class logits. Only the values that a sample fetched are ever updated, so
+training on new classes does not overwrite what was learned on old ones.
+"""
+
+from ._key_codebook import KeyCodebook
+from ._classifier import KeyValueBottleneckClassifier
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "KeyCodebook",
+    "KeyValueBottleneckClassifier",
+    "__version__",
+]
