@@ -1,0 +1,517 @@
+"""KeyValueBottleneckClassifier: class values on top of frozen key codebooks."""
+
+import copy
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    FLOAT_DTYPES,
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._codebook import count_usage, encode
+from ._device import resolve_device, state_to_cpu, state_to_device
+from ._key_codebook import KeyCodebook
+from ._validation import check_fraction, check_positive_int
+from ._values import decode, flat_codes, sgd_step, zero_values
+
+__all__ = ["KeyValueBottleneckClassifier", "auto_learning_rate"]
+
+# Step size per codebook of learning_rate="auto" (see auto_learning_rate).
+AUTO_LEARNING_RATE_PER_CODEBOOK = 1.0
+# Rows encoded and decoded at a time in prediction, to bound memory.
+PREDICT_CHUNK_ROWS = 4096
+
+
+def auto_learning_rate(n_codebooks):
+    """The learning rate that ``learning_rate="auto"`` uses: ``1.0 * C``.
+
+    Logits are the mean of C fetched values, so a plain SGD step of size lr
+    moves each logit by only about lr / C. Scaling lr with C gives every logit
+    a step of about 1 whatever the number of codebooks; the paper's fixed 0.3
+    (a logit step of 0.3 / 256 with 256 codebooks) is why it needs thousands
+    of epochs.
+    """
+    return AUTO_LEARNING_RATE_PER_CODEBOOK * n_codebooks
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
+
+
+class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
+    """Discrete Key-Value Bottleneck classifier for streaming, class-incremental data.
+
+    Inputs (typically embeddings of a frozen encoder) are split into heads by a
+    fixed random projection; each head fetches the value of its nearest frozen
+    key (see :class:`KeyCodebook`); the mean of the fetched values are the class
+    logits. Only values are trained, with plain SGD on a label-smoothed
+    cross-entropy, and a sample only ever updates the values it fetched: what
+    was learned from other regions of input space is not overwritten, so
+    learning new classes from a stream (no task boundaries, no replay) does not
+    forget old ones.
+
+    Parameters
+    ----------
+    codebook : KeyCodebook, FrozenEstimator or None, default=None
+        The key codebooks. ``None`` means ``KeyCodebook(device=device)``.
+        :meth:`fit` fits a clone of it on X without labels; to use keys fitted
+        on other, unlabelled data (the paper's protocol) pass
+        ``sklearn.frozen.FrozenEstimator(fitted_codebook)``, which clone and fit
+        leave as it is. :meth:`partial_fit` fits it on the first batch unless it
+        is already fitted.
+    learning_rate : float or "auto", default="auto"
+        SGD step size. ``"auto"`` is ``1.0 * n_codebooks`` (see Notes).
+    max_iter : int, default=30
+        Epochs over the data in :meth:`fit`.
+    batch_size : int, default=256
+        Samples per SGD step.
+    label_smoothing : float, default=0.1
+        Label smoothing of the cross-entropy, in [0, 1).
+    partial_fit_epochs : int, default=1
+        Epochs over the batch given to each :meth:`partial_fit` call. Codes are
+        computed once per call, so several epochs cost little.
+    mask_unused_keys : bool, default=True
+        At prediction, snap each head to its nearest key that some training
+        sample fetched (``key_usage_ > 0``), as the reference implementation
+        does: never-trained values carry no information.
+    device : str or torch.device, default="auto"
+        Where values are trained and predictions computed; ``"auto"`` picks
+        CUDA when available. Results are always numpy arrays.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the batch order and, when the codebook has no ``random_state`` of
+        its own, the codebook.
+    verbose : int, default=0
+        Print the loss and time of each epoch when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels seen (or given) so far, sorted.
+    codebook_ : KeyCodebook or FrozenEstimator
+        The fitted codebook the codes come from.
+    key_usage_ : ndarray of shape (n_codebooks, n_keys), int64
+        How many training samples fetched each key (samples of zero weight
+        excluded).
+    values_ : ndarray of shape (n_codebooks, n_keys, n_classes)
+        A copy of the value table, one column per class of ``classes_``.
+    n_iter_ : int
+        Epochs run by the last call of :meth:`fit` or :meth:`partial_fit`.
+    t_ : int
+        SGD steps taken so far.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string feature names.
+
+    See Also
+    --------
+    KeyCodebook : The projection and keys this classifier reads values with.
+
+    Notes
+    -----
+    *Growing label sets.* Without ``classes``, :meth:`partial_fit` accepts new
+    labels as they arrive. Training then keeps one extra "not yet seen" column
+    in the softmax: under a fixed softmax every unseen class receives the same
+    negative updates, so that column is exactly what an unseen class's values
+    would be. A new class starts as a copy of it, and it is left out of every
+    prediction. Zero-initialising new classes instead would miss those updates
+    and break the paper's class-incremental = i.i.d. property. With ``classes``
+    given on the first call no extra column is used (the paper's setting), and
+    unknown labels raise ``ValueError``.
+
+    *Learning rate.* With mean pooling over C codebooks a step of size lr moves
+    a logit by about lr / C; ``"auto"`` uses lr = C so that a few dozen epochs
+    reach what the paper's lr = 0.3 reaches in thousands.
+
+    *Sample weights* are accepted by :meth:`partial_fit` (the loss is the batch
+    mean of weight times cross-entropy). :meth:`fit` trains by minibatch SGD in
+    a shuffled order, where weights are not equivalent to repeating samples, so
+    it does not take them.
+
+    References
+    ----------
+    .. [1] F. Träuble, A. Goyal, N. Rahaman, M. Mozer, K. Kawaguchi, Y. Bengio
+       and B. Schölkopf, "Discrete Key-Value Bottleneck", ICML 2023.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skkvb import KeyCodebook, KeyValueBottleneckClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> codebook = KeyCodebook(n_codebooks=16, n_keys=32, key_dim=2, random_state=0)
+    >>> clf = KeyValueBottleneckClassifier(codebook=codebook, random_state=0)
+    >>> clf.fit(X, y).score(X, y) > 0.9
+    True
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
+    """
+
+    def __init__(
+        self,
+        codebook=None,
+        learning_rate="auto",
+        max_iter=30,
+        batch_size=256,
+        label_smoothing=0.1,
+        partial_fit_epochs=1,
+        mask_unused_keys=True,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.codebook = codebook
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.label_smoothing = label_smoothing
+        self.partial_fit_epochs = partial_fit_epochs
+        self.mask_unused_keys = mask_unused_keys
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y):
+        """Fit the codebook on X without labels, then train values from zero.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : KeyValueBottleneckClassifier
+            The fitted classifier.
+        """
+        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, reset=True)
+        check_classification_targets(y)
+        device = self._check_params()
+        random_state = check_random_state(self.random_state)
+        codebook = self._new_codebook(random_state)
+        if not _is_fitted(codebook):
+            codebook.fit(X)
+        self._check_codebook(codebook, X.shape[1])
+        classes = np.unique(y)
+        self._random_state = random_state
+        self._start(codebook, classes, growing=False, device=device)
+        self._train(X, np.searchsorted(classes, y), None, self.max_iter)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Train values on one batch of a stream for ``partial_fit_epochs`` epochs.
+
+        Codes of the batch are computed once. The first call fits the codebook
+        on this batch unless it is already fitted.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of training data.
+        y : array-like of shape (n_samples,)
+            Its class labels.
+        classes : array-like of shape (n_classes,), default=None
+            All classes the stream will contain, on the first call only. With
+            it, a label outside ``classes`` raises ``ValueError``; without it,
+            new labels are added as they arrive (see Notes).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights; ``None`` means weight one.
+
+        Returns
+        -------
+        self : KeyValueBottleneckClassifier
+            The updated classifier.
+        """
+        first_call = not hasattr(self, "classes_")
+        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, reset=first_call)
+        check_classification_targets(y)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
+        device = self._check_params()
+        if first_call:
+            random_state = check_random_state(self.random_state)
+            codebook = self._codebook_for_stream(X, random_state)
+            fixed = classes is not None
+            known = np.unique(classes) if fixed else np.unique(y)
+            self._check_labels(y, known, fixed)
+            self._random_state = random_state
+            self._start(codebook, known, growing=not fixed, device=device)
+        else:
+            self._check_later_classes(classes)
+            self._check_labels(y, self.classes_, not self._growing)
+            self._add_classes(np.setdiff1d(np.unique(y), self.classes_))
+        labels = np.searchsorted(self.classes_, y)
+        self._train(X, labels, sample_weight, self.partial_fit_epochs)
+        return self
+
+    def _check_params(self):
+        if not (isinstance(self.learning_rate, str) and self.learning_rate == "auto"):
+            check_scalar(
+                self.learning_rate, "learning_rate", numbers.Real,
+                min_val=0.0, include_boundaries="neither",
+            )
+        check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.batch_size, "batch_size")
+        check_fraction(self.label_smoothing, "label_smoothing", closed_right=False)
+        check_positive_int(self.partial_fit_epochs, "partial_fit_epochs")
+        check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
+        if self.codebook is not None and not hasattr(self.codebook, "engine_tensors"):
+            raise TypeError(
+                "codebook must be a KeyCodebook, a FrozenEstimator wrapping one, "
+                f"or None; got {type(self.codebook).__name__}."
+            )
+        return resolve_device(self.device)
+
+    def _new_codebook(self, random_state):
+        """A clone of the codebook parameter, seeded from our random_state when
+        it has none of its own (so random_state alone makes fit deterministic)."""
+        if self.codebook is None:
+            codebook = KeyCodebook(device=self.device)
+        else:
+            codebook = clone(self.codebook)
+        seed = random_state.randint(np.iinfo(np.int32).max)
+        if not _is_fitted(codebook) and codebook.random_state is None:
+            codebook.set_params(random_state=seed)
+        return codebook
+
+    def _codebook_for_stream(self, X, random_state):
+        """First partial_fit: keep an already fitted codebook (a private copy,
+        so later changes to the parameter do not leak in), else fit on X."""
+        if self.codebook is not None and _is_fitted(self.codebook):
+            random_state.randint(np.iinfo(np.int32).max)  # same stream as _new_codebook
+            codebook = clone(self.codebook)
+            if codebook is not self.codebook:  # a plain fitted codebook: clone dropped its keys
+                codebook = copy.deepcopy(self.codebook)
+        else:
+            codebook = self._new_codebook(random_state)
+            codebook.fit(X)
+        self._check_codebook(codebook, X.shape[1])
+        return codebook
+
+    @staticmethod
+    def _check_codebook(codebook, n_features):
+        if codebook.projection_.shape[0] != n_features:
+            raise ValueError(
+                f"X has {n_features} features, but the codebook was fitted on "
+                f"{codebook.projection_.shape[0]} features."
+            )
+
+    @staticmethod
+    def _check_labels(y, known, fixed):
+        if fixed:
+            unknown = np.setdiff1d(np.unique(y), known)
+            if unknown.size:
+                raise ValueError(
+                    f"y contains labels {unknown.tolist()} that are not in classes "
+                    f"{np.asarray(known).tolist()}."
+                )
+
+    def _check_later_classes(self, classes):
+        if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                "classes may only be given on the first call to partial_fit, or "
+                f"equal to classes_ {self.classes_.tolist()}; got {np.unique(classes).tolist()}."
+            )
+
+    # -------------------------------------------------------- value state
+
+    def _start(self, codebook, classes, growing, device):
+        """Fresh fitted state: zero values, zero usage."""
+        self.codebook_ = codebook
+        self.classes_ = np.asarray(classes)
+        self._growing = growing
+        n_codebooks, n_keys, _ = codebook.keys_.shape
+        n_outputs = len(classes) + int(growing)
+        self._values = zero_values(n_codebooks, n_keys, n_outputs, device)
+        self.key_usage_ = np.zeros((n_codebooks, n_keys), dtype=np.int64)
+        self.t_ = 0
+        self.n_iter_ = 0
+
+    def _add_classes(self, new_classes):
+        """Insert new classes in sorted position, each a copy of the unseen column."""
+        if new_classes.size == 0:
+            return
+        classes = np.union1d(self.classes_, new_classes)
+        unseen_column = len(self.classes_)
+        source = np.where(
+            np.isin(classes, self.classes_),
+            np.searchsorted(self.classes_, classes),
+            unseen_column,
+        )
+        source = np.append(source, unseen_column)
+        self._values = self._values[:, torch.as_tensor(source, device=self._values.device)]
+        self.classes_ = classes
+
+    # ------------------------------------------------------------ training
+
+    def _learning_rate(self):
+        if isinstance(self.learning_rate, str):
+            return auto_learning_rate(self.codebook_.keys_.shape[0])
+        return float(self.learning_rate)
+
+    def _codes(self, X, key_mask=None):
+        projection, keys = self.codebook_.engine_tensors(self._values.device)
+        return encode(X, projection, keys, key_mask)
+
+    def _train(self, X, labels, sample_weight, n_epochs):
+        """SGD on the values for ``n_epochs`` epochs over X; codes computed once."""
+        device = self._values.device
+        n_keys = self.codebook_.keys_.shape[1]
+        codes = self._codes(X)
+        rows = flat_codes(codes, n_keys)
+        labels = torch.as_tensor(labels, dtype=torch.int64, device=device)
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
+        learning_rate = self._learning_rate()
+        n_samples = X.shape[0]
+        for epoch in range(n_epochs):
+            tic = time.perf_counter()
+            order = torch.as_tensor(self._random_state.permutation(n_samples), device=device)
+            for start in range(0, n_samples, self.batch_size):
+                batch = order[start : start + self.batch_size]
+                sgd_step(
+                    self._values, rows[batch], labels[batch], learning_rate,
+                    self.label_smoothing, None if weights is None else weights[batch],
+                )
+                self.t_ += 1
+            if self.verbose:
+                self._report_epoch(epoch, rows, labels, time.perf_counter() - tic)
+        used = codes if weights is None else codes[weights > 0]
+        self.key_usage_ = self.key_usage_ + count_usage(used, n_keys).cpu().numpy()
+        self.n_iter_ = n_epochs
+
+    def _report_epoch(self, epoch, rows, labels, seconds):
+        logits = decode(self._values, rows)
+        loss = torch.nn.functional.cross_entropy(
+            logits, labels, label_smoothing=self.label_smoothing
+        )
+        print(f"-- Epoch {epoch + 1}: loss {loss.item():.4f}, {seconds:.2f} s", flush=True)
+
+    # ---------------------------------------------------------- prediction
+
+    def _key_mask(self):
+        if not self.mask_unused_keys:
+            return None
+        used = torch.as_tensor(self.key_usage_ > 0, device=self._values.device)
+        # A codebook no sample has fetched from (all weights zero) stays unmasked.
+        return used | ~used.any(1, keepdim=True)
+
+    def _logits(self, X):
+        """Logits of the known classes (the unseen column dropped), numpy (N, n_classes)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        n_keys = self.codebook_.keys_.shape[1]
+        key_mask = self._key_mask()
+        n_classes = len(self.classes_)
+        out = np.empty((X.shape[0], n_classes), dtype=np.float32)
+        for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
+            codes = self._codes(X[start : start + PREDICT_CHUNK_ROWS], key_mask)
+            logits = decode(self._values, flat_codes(codes, n_keys))[:, :n_classes]
+            out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
+        return out
+
+    def decision_function(self, X):
+        """Class logits: the mean of the values each sample fetches.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the logit of ``classes_[1]`` minus that of
+            ``classes_[0]``; otherwise one column per class of ``classes_``.
+        """
+        logits = self._logits(X)
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict(self, X):
+        """Predict the class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels, drawn from ``classes_``.
+        """
+        check_is_fitted(self)
+        return self.classes_[self._logits(X).argmax(1)]
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the logits over ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities, columns in the order of ``classes_``.
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns in the order of ``classes_``.
+        """
+        logits = self._logits(X).astype(np.float64)
+        logits -= logits.max(1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+    @property
+    def values_(self):
+        check_is_fitted(self)
+        n_codebooks, n_keys, _ = self.codebook_.keys_.shape
+        table = self._values[:, : len(self.classes_)].cpu().numpy().copy()
+        return table.reshape(n_codebooks, n_keys, -1)
+
+    # --------------------------------------------------------- persistence
+
+    def __getstate__(self):
+        """Pickle with every tensor on the CPU (loads on machines without a GPU)."""
+        return state_to_cpu(super().__getstate__())
+
+    def __setstate__(self, state):
+        state, _ = state_to_device(state)
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        return tags

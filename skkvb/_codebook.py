@@ -1,0 +1,190 @@
+"""Keys of the bottleneck: EMA fitting, dead-key revival, nearest-key search.
+
+Plain torch on whatever device the tensors live on. Shapes: heads (N, C, d_k),
+keys (C, K, d_k), codes (N, C) int64. The search never materialises the full
+(C, N, K) distance tensor: it walks over row chunks sized to a memory budget.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ._projection import project
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "EMAState",
+    "count_usage",
+    "encode",
+    "ema_update",
+    "init_ema_state",
+    "nearest_keys",
+    "prepare_keys",
+    "block_shape",
+]
+
+# Upper bound on the distances held at once during a search (any device).
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+# Rows per block of encode(); fixed so that every call has the same shapes.
+ENCODE_BLOCK_ROWS = 256
+# Block size that stays in a CPU core's L2 cache between product and min.
+CPU_BLOCK_BYTES = 2**20
+# Laplace smoothing of the EMA counts, as in VQ-VAE.
+LAPLACE_EPS = 1e-5
+
+
+@dataclass
+class EMAState:
+    """Running EMA statistics of one set of codebooks.
+
+    ``counts`` (C, K) is the EMA of how many heads each key attracted and
+    ``sums`` (C, K, d_k) the EMA of their sum; ``keys = sums / smoothed(counts)``.
+    """
+
+    keys: torch.Tensor
+    counts: torch.Tensor
+    sums: torch.Tensor
+
+
+def init_ema_state(heads, n_keys, generator):
+    """Keys start at random heads of the first batch; counts start at ONE.
+
+    Starting counts at zero makes ``sums / counts`` explode for every key the
+    first batch misses, so counts and sums start as if each key had been hit
+    once by its own initial value.
+    """
+    n_samples, n_codebooks, _ = heads.shape
+    rows = torch.randint(n_samples, (n_codebooks, n_keys), generator=generator)
+    keys = _gather_heads(heads, rows.to(heads.device))
+    counts = torch.ones(n_codebooks, n_keys, dtype=heads.dtype, device=heads.device)
+    return EMAState(keys=keys, counts=counts, sums=keys.clone())
+
+
+def _gather_heads(heads, rows):
+    """heads[rows[c, k], c] for every (c, k): (C, K, d_k)."""
+    codebook_index = torch.arange(heads.shape[1], device=heads.device).unsqueeze(1)
+    return heads[rows, codebook_index]
+
+
+def block_shape(n_codebooks, n_keys, device, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """(codebooks, rows) of one block of float32 distances within ``chunk_bytes``.
+
+    On a GPU a block spans every codebook, so a chunk is one batched kernel. On
+    a CPU the search is bound by reading the distances back for the min, so a
+    block is one codebook and as many rows as fit in ``CPU_BLOCK_BYTES``: it
+    stays in cache between the product and the min (3x faster than one large
+    batched product on 2 cores).
+    """
+    row_bytes = 4 * n_keys
+    if device.type == "cpu":
+        rows = min(int(chunk_bytes), CPU_BLOCK_BYTES) // row_bytes
+        return 1, max(1, min(rows, ENCODE_BLOCK_ROWS))
+    rows = int(chunk_bytes) // (row_bytes * n_codebooks)
+    if rows >= 1:
+        return n_codebooks, rows
+    return max(1, int(chunk_bytes) // row_bytes), 1
+
+
+def prepare_keys(keys, key_mask=None):
+    """What the search needs of the keys, computed once per call of the search:
+    keys transposed to (C, d_k, K) and their squared norms (C, 1, K), with
+    ``+inf`` where ``key_mask`` (C, K) is False so those keys are never chosen."""
+    key_sq_norms = keys.pow(2).sum(-1)
+    if key_mask is not None:
+        key_sq_norms = key_sq_norms.masked_fill(~key_mask, float("inf"))
+    return keys.transpose(1, 2).contiguous(), key_sq_norms.unsqueeze(1)
+
+
+def nearest_keys(heads, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None):
+    """Index of the nearest key (L2) of each head, shape (N, C) int64.
+
+    ``||h - k||^2 = ||h||^2 - 2 h.k + ||k||^2`` and the first term does not
+    change the minimum, so each block of distances is one matrix product.
+    Keys where ``key_mask`` (C, K) is False are never chosen. Ties go to the
+    lowest key index. At most ``chunk_bytes`` of distances exist at a time.
+    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it.
+    """
+    n_samples, n_codebooks, _ = heads.shape
+    keys_t, key_sq_norms = prepared if prepared is not None else prepare_keys(keys, key_mask)
+    heads_by_codebook = heads.transpose(0, 1).contiguous()
+    codes = torch.empty(n_codebooks, n_samples, dtype=torch.int64, device=heads.device)
+    group, rows = block_shape(n_codebooks, keys.shape[1], heads.device, chunk_bytes)
+    for c in range(0, n_codebooks, group):
+        norms, keys_c = key_sq_norms[c : c + group], keys_t[c : c + group]
+        for start in range(0, n_samples, rows):
+            block = heads_by_codebook[c : c + group, start : start + rows]
+            distances = torch.baddbmm(norms, block, keys_c, alpha=-2.0)
+            # min().indices, not argmin(): same first-index tie rule, 3x faster on CPU.
+            codes[c : c + group, start : start + rows] = distances.min(-1).indices
+    return codes.T
+
+
+def count_usage(codes, n_keys, weights=None):
+    """How often each key was fetched: (C, K) counts via one scatter-add."""
+    n_codebooks = codes.shape[1]
+    flat = (codes + n_keys * torch.arange(n_codebooks, device=codes.device)).reshape(-1)
+    if weights is None:
+        counts = torch.bincount(flat, minlength=n_codebooks * n_keys)
+    else:
+        per_fetch = weights.unsqueeze(1).expand(-1, n_codebooks).reshape(-1)
+        counts = torch.zeros(n_codebooks * n_keys, dtype=weights.dtype, device=codes.device)
+        counts.index_add_(0, flat, per_fetch)
+    return counts.view(n_codebooks, n_keys)
+
+
+def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """One EMA (online k-means) step of every codebook on a batch of heads.
+
+    Keys whose EMA count falls below ``dead_key_threshold * N / K`` (a fraction
+    of uniform usage) are re-seeded from random heads of this batch, and their
+    EMA state is reset with them; otherwise the next step would pull them back.
+    Random draws come from a CPU generator and are made every step, so CPU and
+    GPU runs consume the same random stream. Updates ``state`` in place.
+    """
+    n_samples, n_codebooks, key_dim = heads.shape
+    n_keys = state.keys.shape[1]
+    codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes)
+    flat = (codes + n_keys * torch.arange(n_codebooks, device=heads.device)).reshape(-1)
+    batch_counts = torch.bincount(flat, minlength=n_codebooks * n_keys).to(heads.dtype)
+    batch_sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
+    batch_sums.index_add_(0, flat, heads.reshape(-1, key_dim))
+
+    state.counts.mul_(decay).add_(batch_counts.view(n_codebooks, n_keys), alpha=1 - decay)
+    state.sums.mul_(decay).add_(batch_sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
+    total = state.counts.sum(-1, keepdim=True)
+    smoothed = (state.counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
+    state.keys = state.sums / smoothed.unsqueeze(-1)
+
+    rows = torch.randint(n_samples, (n_codebooks, n_keys), generator=generator).to(heads.device)
+    dead = state.counts < dead_key_threshold * n_samples / n_keys
+    revived = _gather_heads(heads, rows)
+    state.keys = torch.where(dead.unsqueeze(-1), revived, state.keys)
+    state.sums = torch.where(dead.unsqueeze(-1), revived, state.sums)
+    state.counts = torch.where(dead, torch.ones_like(state.counts), state.counts)
+    return codes
+
+
+def encode(inputs, projection, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """Codes of an (N, D) array or tensor: (N, C) int64 tensor on the keys' device.
+
+    Rows go through in blocks of exactly ``ENCODE_BLOCK_ROWS`` (the last one
+    padded by repeating its final row). Every call thus runs matrix products of
+    the same shapes, so a sample's codes never depend on which other samples
+    share its call: BLAS picks kernels, and so rounding, by matrix shape, and
+    near-ties between keys would otherwise flip. Rows are converted to float32
+    block by block, so a large float64 input is never copied whole.
+    """
+    n_codebooks = keys.shape[0]
+    device = keys.device
+    n_samples = inputs.shape[0]
+    codes = torch.empty(n_samples, n_codebooks, dtype=torch.int64, device=device)
+    prepared = prepare_keys(keys, key_mask)
+    for start in range(0, n_samples, ENCODE_BLOCK_ROWS):
+        block = torch.as_tensor(inputs[start : start + ENCODE_BLOCK_ROWS])
+        block = block.to(device, torch.float32)
+        n_rows = block.shape[0]
+        if n_rows < ENCODE_BLOCK_ROWS:
+            block = torch.cat([block, block[-1:].expand(ENCODE_BLOCK_ROWS - n_rows, -1)])
+        heads = project(block, projection, n_codebooks)
+        codes[start : start + n_rows] = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, prepared=prepared)[:n_rows]
+    return codes

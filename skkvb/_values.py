@@ -1,0 +1,71 @@
+"""Values of the bottleneck: the table, the decoder and the sparse SGD step.
+
+The table is a (C * K, d_v) tensor; a sample's codes become rows of it through
+``flat_codes``. Only the C rows a sample fetched receive gradient, so a step is
+one gather and one scatter-add, never a pass over the whole table.
+"""
+
+import torch
+
+__all__ = ["decode", "flat_codes", "sgd_step", "smoothed_targets", "zero_values"]
+
+
+def zero_values(n_codebooks, n_keys, n_outputs, device):
+    """Value table initialised at zero, as in the paper."""
+    return torch.zeros(n_codebooks * n_keys, n_outputs, dtype=torch.float32, device=device)
+
+
+def flat_codes(codes, n_keys):
+    """(N, C) per-codebook key indices -> (N, C) row indices of the value table."""
+    offsets = n_keys * torch.arange(codes.shape[1], device=codes.device, dtype=codes.dtype)
+    return codes + offsets
+
+
+def decode(values, rows):
+    """Non-parametric decoder: logits are the mean of the fetched values, (N, d_v)."""
+    n_samples, n_codebooks = rows.shape
+    fetched = values.index_select(0, rows.reshape(-1))
+    return fetched.view(n_samples, n_codebooks, -1).mean(1)
+
+
+def smoothed_targets(labels, n_outputs, label_smoothing):
+    """Cross-entropy targets with label smoothing spread over all outputs."""
+    targets = torch.full(
+        (labels.shape[0], n_outputs), label_smoothing / n_outputs, device=labels.device
+    )
+    targets.scatter_add_(
+        1, labels.unsqueeze(1), torch.full_like(targets[:, :1], 1.0 - label_smoothing)
+    )
+    return targets
+
+
+def sgd_step(values, rows, labels, learning_rate, label_smoothing, weights=None):
+    """One plain SGD step (no momentum, no decay) on a batch, in place.
+
+    The loss is the batch mean of ``weight * cross_entropy(mean_c v[rows], label)``
+    with label smoothing. Its gradient on a fetched row is the sample's logit
+    gradient divided by C; duplicates within a batch add up, exactly as the dense
+    gradient of the full table would.
+
+    Parameters
+    ----------
+    values : Tensor (C * K, d_v), updated in place.
+    rows : int64 Tensor (B, C), rows fetched by each sample (``flat_codes``).
+    labels : int64 Tensor (B,), output column of each sample.
+    learning_rate, label_smoothing : float
+    weights : float Tensor (B,) or None
+    """
+    n_batch, n_codebooks = rows.shape
+    n_outputs = values.shape[1]
+    probabilities = torch.softmax(decode(values, rows), dim=1)
+    grad_logits = probabilities - smoothed_targets(labels, n_outputs, label_smoothing)
+    if weights is not None:
+        grad_logits *= weights.unsqueeze(1)
+    step = grad_logits.mul_(-learning_rate / (n_batch * n_codebooks))
+    # index_put_ with accumulate sums duplicate rows; on CPU it is several
+    # times faster than index_add_ along dim 0 for this shape.
+    values.index_put_(
+        (rows.reshape(-1),),
+        step.unsqueeze(1).expand(n_batch, n_codebooks, n_outputs).reshape(-1, n_outputs),
+        accumulate=True,
+    )

@@ -1,0 +1,235 @@
+"""The torch engine against slow references: projection, keys, values."""
+
+import numpy as np
+import pytest
+import torch
+
+from skkvb._codebook import (
+    count_usage,
+    ema_update,
+    encode,
+    init_ema_state,
+    nearest_keys,
+)
+from skkvb._device import torch_generator
+from skkvb._projection import head_shape, make_projection, project
+from skkvb._values import decode, flat_codes, sgd_step, zero_values
+
+
+def brute_force_codes(heads, keys, key_mask=None):
+    """Reference search: the full (N, C, K) tensor of direct squared differences."""
+    distances = ((heads.unsqueeze(2) - keys.unsqueeze(0)) ** 2).sum(-1).double()
+    if key_mask is not None:
+        distances = distances.masked_fill(~key_mask.unsqueeze(0), float("inf"))
+    return distances, distances.argmin(-1)
+
+
+# ----------------------------------------------------------------- projection
+
+
+def test_gaussian_projection_has_unit_columns_and_is_seeded():
+    a = make_projection("gaussian", 50, 6, 4, np.random.RandomState(3))
+    b = make_projection("gaussian", 50, 6, 4, np.random.RandomState(3))
+    c = make_projection("gaussian", 50, 6, 4, np.random.RandomState(4))
+    assert a.shape == (50, 24) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_partition_projection_splits_features_into_chunks():
+    X = torch.arange(14.0).view(2, 7)
+    matrix = torch.as_tensor(make_projection("partition", 7, 3, 99, None))
+    assert head_shape("partition", 7, 3, 99) == (3, 3)
+    heads = project(X, matrix, 3)
+    # array_split of 7 features into 3 chunks: 3 + 2 + 2, zero-padded to 3.
+    np.testing.assert_array_equal(heads[0].numpy(), [[0, 1, 2], [3, 4, 0], [5, 6, 0]])
+
+
+def test_none_projection_is_one_codebook_on_the_raw_input():
+    X = torch.randn(5, 4)
+    matrix = torch.as_tensor(make_projection("none", 4, 10, 3, None))
+    assert head_shape("none", 4, 10, 3) == (1, 4)
+    np.testing.assert_array_equal(project(X, matrix, 1)[:, 0].numpy(), X.numpy())
+
+
+def test_unknown_projection_names_the_options():
+    with pytest.raises(ValueError, match="projection must be one of"):
+        head_shape("pca", 4, 2, 2)
+
+
+# ------------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4096, 2**20, 2**30])
+def test_chunked_search_equals_brute_force(chunk_bytes):
+    gen = torch.Generator().manual_seed(0)
+    heads = torch.randn(300, 5, 3, generator=gen)
+    keys = torch.randn(5, 40, 3, generator=gen)
+    distances, expected = brute_force_codes(heads, keys)
+    codes = nearest_keys(heads, keys, chunk_bytes=chunk_bytes)
+    # Exactly the brute-force codes wherever the two best keys are not within
+    # float32 rounding of each other (all of them, on this random data).
+    best_two = distances.topk(2, dim=-1, largest=False).values
+    clear = (best_two[..., 1] - best_two[..., 0]) > 1e-4
+    assert clear.float().mean() > 0.99
+    np.testing.assert_array_equal(codes[clear].numpy(), expected[clear].numpy())
+    chosen = distances.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+    np.testing.assert_allclose(chosen.numpy(), distances.min(-1).values.numpy(), atol=1e-4)
+
+
+def test_search_never_builds_the_full_distance_tensor(monkeypatch):
+    """Every block of distances stays within the chunk budget."""
+    seen = []
+    real_baddbmm = torch.baddbmm
+
+    def spy(*args, **kwargs):
+        out = real_baddbmm(*args, **kwargs)
+        seen.append(out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(torch, "baddbmm", spy)
+    heads, keys = torch.randn(500, 8, 2), torch.randn(8, 64, 2)
+    nearest_keys(heads, keys, chunk_bytes=8 * 64 * 4 * 10)
+    assert max(seen) <= 8 * 64 * 4 * 10 < 500 * 8 * 64 * 4
+
+
+def test_masked_search_equals_brute_force_over_allowed_keys():
+    gen = torch.Generator().manual_seed(1)
+    heads, keys = torch.randn(200, 4, 2, generator=gen), torch.randn(4, 30, 2, generator=gen)
+    key_mask = torch.rand(4, 30, generator=gen) > 0.7
+    key_mask[:, 0] = True
+    _, expected = brute_force_codes(heads, keys, key_mask)
+    codes = nearest_keys(heads, keys, key_mask)
+    assert key_mask.gather(1, codes.T).all()
+    np.testing.assert_array_equal(codes.numpy(), expected.numpy())
+
+
+def test_ties_go_to_the_lowest_key_index():
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]])
+    heads = torch.tensor([[[0.1, 0.0]], [[0.9, 0.0]]])
+    assert nearest_keys(heads, keys)[:, 0].tolist() == [1, 0]
+
+
+def test_encoded_codes_do_not_depend_on_the_other_rows_of_the_call():
+    """Near-duplicate keys (revived vs EMA-averaged copies of a head) are within
+    rounding of each other; codes must still be the same whatever the batch."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 6, generator=gen)
+    projection = torch.randn(6, 12, generator=gen)
+    heads = project(X, projection, 4)
+    keys = torch.cat([heads[:10], heads[:10] * (1 + 1e-6)]).transpose(0, 1).contiguous()
+    whole = encode(X, projection, keys)
+    one_by_one = torch.cat([encode(X[i : i + 1], projection, keys) for i in range(40)])
+    shuffled = torch.randperm(40, generator=gen)
+    np.testing.assert_array_equal(whole.numpy(), one_by_one.numpy())
+    np.testing.assert_array_equal(whole[shuffled].numpy(), encode(X[shuffled], projection, keys).numpy())
+
+
+# --------------------------------------------------------------------- keys
+
+
+def test_ema_counts_start_at_one_and_keys_at_heads_of_the_first_batch():
+    heads = torch.randn(50, 3, 2)
+    state = init_ema_state(heads, 8, torch_generator(0))
+    assert torch.equal(state.counts, torch.ones(3, 8))
+    assert torch.equal(state.sums, state.keys)
+    for c in range(3):
+        for k in range(8):
+            assert (state.keys[c, k] == heads[:, c]).all(-1).any()
+
+
+def test_ema_update_matches_the_formula():
+    gen = torch.Generator().manual_seed(0)
+    heads = torch.randn(64, 2, 3, generator=gen)
+    state = init_ema_state(heads, 4, torch_generator(0))
+    before = init_ema_state(heads, 4, torch_generator(0))
+    codes = ema_update(state, heads, 0.9, 0.0, torch_generator(1))
+    for c in range(2):
+        for k in range(4):
+            hit = codes[:, c] == k
+            n = 0.9 * before.counts[c, k] + 0.1 * hit.sum()
+            m = 0.9 * before.sums[c, k] + 0.1 * heads[hit, c].sum(0)
+            total = 0.9 * before.counts[c].sum() + 0.1 * 64
+            smoothed = (n + 1e-5) / (total + 4 * 1e-5) * total
+            torch.testing.assert_close(state.counts[c, k], n)
+            torch.testing.assert_close(state.keys[c, k], m / smoothed)
+
+
+def test_dead_keys_are_revived_with_their_ema_state_reset():
+    heads = torch.randn(256, 1, 2) * 0.01
+    state = init_ema_state(heads, 4, torch_generator(0))
+    # Key 3 sits far away: no head ever picks it, and its count has decayed.
+    state.keys[0, 3] = torch.tensor([100.0, 100.0])
+    state.sums[0, 3] = state.keys[0, 3]
+    state.counts[0, 3] = 1e-4
+    ema_update(state, heads, 0.95, 0.1, torch_generator(1))
+    revived = state.keys[0, 3]
+    assert (revived == heads[:, 0]).all(-1).any(), "re-seeded at a head of the batch"
+    assert state.counts[0, 3] == 1.0 and torch.equal(state.sums[0, 3], revived)
+    # With the state reset, the next step keeps it where it was put instead of
+    # pulling it back towards (100, 100).
+    ema_update(state, heads, 0.95, 0.0, torch_generator(2))
+    assert state.keys[0, 3].abs().max() < 1.0
+
+
+def test_keys_stay_finite_and_bounded_when_most_keys_are_rarely_hit():
+    gen = torch.Generator().manual_seed(0)
+    state = None
+    for step in range(100):
+        heads = torch.rand(32, 4, 3, generator=gen)  # 32 heads for 512 keys
+        if state is None:
+            state = init_ema_state(heads, 512, torch_generator(0))
+        ema_update(state, heads, 0.95, 0.1, torch_generator(step))
+    assert torch.isfinite(state.keys).all()
+    assert state.keys.min() >= -1e-3 and state.keys.max() <= 1 + 1e-3
+
+
+def test_count_usage_is_a_scatter_add_of_codes():
+    codes = torch.tensor([[0, 2], [0, 1], [3, 2]])
+    np.testing.assert_array_equal(count_usage(codes, 4).numpy(), [[2, 0, 0, 1], [0, 1, 2, 0]])
+    weighted = count_usage(codes, 4, weights=torch.tensor([1.0, 0.5, 2.0]))
+    np.testing.assert_allclose(weighted.numpy(), [[1.5, 0, 0, 2], [0, 0.5, 3, 0]])
+
+
+# ------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_sgd_step_equals_dense_autograd_and_torch_sgd(weighted):
+    gen = torch.Generator().manual_seed(0)
+    n_codebooks, n_keys, n_outputs, n_batch = 6, 5, 4, 32
+    codes = torch.randint(n_keys, (n_batch, n_codebooks), generator=gen)  # many duplicates
+    labels = torch.randint(n_outputs, (n_batch,), generator=gen)
+    weights = torch.rand(n_batch, generator=gen) if weighted else None
+    rows = flat_codes(codes, n_keys)
+    values = torch.randn(n_codebooks * n_keys, n_outputs, generator=gen)
+
+    dense = torch.nn.Parameter(values.clone())
+    optimizer = torch.optim.SGD([dense], lr=0.7)
+    logits = dense[rows].mean(1)
+    losses = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1, reduction="none")
+    loss = (losses * weights).mean() if weighted else losses.mean()
+    loss.backward()
+    optimizer.step()
+
+    sparse = values.clone()
+    for _ in range(1):
+        sgd_step(sparse, rows, labels, 0.7, 0.1, weights)
+    torch.testing.assert_close(sparse, dense.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_step_touches_only_fetched_rows():
+    values = torch.randn(20, 3)
+    rows = torch.tensor([[0, 7], [0, 12]])
+    before = values.clone()
+    sgd_step(values, rows, torch.tensor([1, 2]), 5.0, 0.1)
+    changed = (values != before).any(1).nonzero().flatten().tolist()
+    assert changed == [0, 7, 12]
+
+
+def test_decoder_is_the_mean_of_fetched_values():
+    values = zero_values(2, 3, 2, "cpu")
+    values[:] = torch.arange(12.0).view(6, 2)
+    rows = flat_codes(torch.tensor([[1, 2]]), 3)
+    np.testing.assert_allclose(decode(values, rows).numpy(), [[(2 + 10) / 2, (3 + 11) / 2]])
