@@ -66,17 +66,17 @@ def _gather_heads(heads, rows):
     return heads[rows, codebook_index]
 
 
-def block_shape(n_codebooks, n_keys, device, chunk_bytes=DEFAULT_CHUNK_BYTES):
+def block_shape(n_codebooks, n_keys, batched, chunk_bytes=DEFAULT_CHUNK_BYTES):
     """(codebooks, rows) of one block of float32 distances within ``chunk_bytes``.
 
-    On a GPU a block spans every codebook, so a chunk is one batched kernel. On
-    a CPU the search is bound by reading the distances back for the min, so a
-    block is one codebook and as many rows as fit in ``CPU_BLOCK_BYTES``: it
-    stays in cache between the product and the min (3x faster than one large
-    batched product on 2 cores).
+    ``batched`` (the GPU strategy): a block spans every codebook, so a chunk is
+    one batched kernel. Otherwise (the CPU strategy) the search is bound by
+    reading the distances back for the min, so a block is one codebook and as
+    many rows as fit in ``CPU_BLOCK_BYTES``: it stays in cache between the
+    product and the min (3x faster than one large batched product on 2 cores).
     """
     row_bytes = 4 * n_keys
-    if device.type == "cpu":
+    if not batched:
         rows = min(int(chunk_bytes), CPU_BLOCK_BYTES) // row_bytes
         return 1, max(1, min(rows, ENCODE_BLOCK_ROWS))
     rows = int(chunk_bytes) // (row_bytes * n_codebooks)
@@ -95,20 +95,25 @@ def prepare_keys(keys, key_mask=None):
     return keys.transpose(1, 2).contiguous(), key_sq_norms.unsqueeze(1)
 
 
-def nearest_keys(heads, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None):
+def nearest_keys(
+    heads, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None, batched=None
+):
     """Index of the nearest key (L2) of each head, shape (N, C) int64.
 
     ``||h - k||^2 = ||h||^2 - 2 h.k + ||k||^2`` and the first term does not
     change the minimum, so each block of distances is one matrix product.
     Keys where ``key_mask`` (C, K) is False are never chosen. Ties go to the
     lowest key index. At most ``chunk_bytes`` of distances exist at a time.
-    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it.
+    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it;
+    ``batched`` picks the block strategy (default: batched on GPUs only).
     """
     n_samples, n_codebooks, _ = heads.shape
     keys_t, key_sq_norms = prepared if prepared is not None else prepare_keys(keys, key_mask)
     heads_by_codebook = heads.transpose(0, 1).contiguous()
     codes = torch.empty(n_codebooks, n_samples, dtype=torch.int64, device=heads.device)
-    group, rows = block_shape(n_codebooks, keys.shape[1], heads.device, chunk_bytes)
+    if batched is None:
+        batched = heads.device.type != "cpu"
+    group, rows = block_shape(n_codebooks, keys.shape[1], batched, chunk_bytes)
     for c in range(0, n_codebooks, group):
         norms, keys_c = key_sq_norms[c : c + group], keys_t[c : c + group]
         for start in range(0, n_samples, rows):
@@ -138,8 +143,8 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     Keys whose EMA count falls below ``dead_key_threshold * N / K`` (a fraction
     of uniform usage) are re-seeded from random heads of this batch, and their
     EMA state is reset with them; otherwise the next step would pull them back.
-    Random draws come from a CPU generator and are made every step, so CPU and
-    GPU runs consume the same random stream. Updates ``state`` in place.
+    Random draws come from a CPU generator, so CPU and GPU runs that find the
+    same dead keys revive them at the same heads. Updates ``state`` in place.
     """
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = state.keys.shape[1]
@@ -155,12 +160,15 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     smoothed = (state.counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
     state.keys = state.sums / smoothed.unsqueeze(-1)
 
-    rows = torch.randint(n_samples, (n_codebooks, n_keys), generator=generator).to(heads.device)
-    dead = state.counts < dead_key_threshold * n_samples / n_keys
-    revived = _gather_heads(heads, rows)
-    state.keys = torch.where(dead.unsqueeze(-1), revived, state.keys)
-    state.sums = torch.where(dead.unsqueeze(-1), revived, state.sums)
-    state.counts = torch.where(dead, torch.ones_like(state.counts), state.counts)
+    dead_codebook, dead_key = torch.nonzero(
+        state.counts < dead_key_threshold * n_samples / n_keys, as_tuple=True
+    )
+    if dead_codebook.numel():
+        rows = torch.randint(n_samples, (dead_codebook.numel(),), generator=generator)
+        revived = heads[rows.to(heads.device), dead_codebook]
+        state.keys[dead_codebook, dead_key] = revived
+        state.sums[dead_codebook, dead_key] = revived
+        state.counts[dead_codebook, dead_key] = 1.0
     return codes
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from skkvb._codebook import (
+    block_shape,
     count_usage,
     ema_update,
     encode,
@@ -61,13 +62,14 @@ def test_unknown_projection_names_the_options():
 # ------------------------------------------------------------------- search
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["cpu-blocks", "gpu-blocks"])
 @pytest.mark.parametrize("chunk_bytes", [1, 4096, 2**20, 2**30])
-def test_chunked_search_equals_brute_force(chunk_bytes):
+def test_chunked_search_equals_brute_force(chunk_bytes, batched):
     gen = torch.Generator().manual_seed(0)
     heads = torch.randn(300, 5, 3, generator=gen)
     keys = torch.randn(5, 40, 3, generator=gen)
     distances, expected = brute_force_codes(heads, keys)
-    codes = nearest_keys(heads, keys, chunk_bytes=chunk_bytes)
+    codes = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, batched=batched)
     # Exactly the brute-force codes wherever the two best keys are not within
     # float32 rounding of each other (all of them, on this random data).
     best_two = distances.topk(2, dim=-1, largest=False).values
@@ -78,7 +80,8 @@ def test_chunked_search_equals_brute_force(chunk_bytes):
     np.testing.assert_allclose(chosen.numpy(), distances.min(-1).values.numpy(), atol=1e-4)
 
 
-def test_search_never_builds_the_full_distance_tensor(monkeypatch):
+@pytest.mark.parametrize("batched", [False, True], ids=["cpu-blocks", "gpu-blocks"])
+def test_search_never_builds_the_full_distance_tensor(monkeypatch, batched):
     """Every block of distances stays within the chunk budget."""
     seen = []
     real_baddbmm = torch.baddbmm
@@ -90,8 +93,15 @@ def test_search_never_builds_the_full_distance_tensor(monkeypatch):
 
     monkeypatch.setattr(torch, "baddbmm", spy)
     heads, keys = torch.randn(500, 8, 2), torch.randn(8, 64, 2)
-    nearest_keys(heads, keys, chunk_bytes=8 * 64 * 4 * 10)
+    nearest_keys(heads, keys, chunk_bytes=8 * 64 * 4 * 10, batched=batched)
     assert max(seen) <= 8 * 64 * 4 * 10 < 500 * 8 * 64 * 4
+
+
+def test_gpu_blocks_span_all_codebooks_within_the_budget():
+    assert block_shape(256, 4096, True, 256 * 2**20) == (256, 64)
+    assert block_shape(256, 4096, True, 2**20) == (64, 1)
+    group, rows = block_shape(256, 4096, False, 256 * 2**20)
+    assert group == 1 and rows * 4096 * 4 <= 2**20
 
 
 def test_masked_search_equals_brute_force_over_allowed_keys():
