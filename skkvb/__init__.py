@@ -7,13 +7,18 @@ into class logits. Only the values that a sample fetched are ever updated, so
 training on new classes does not overwrite what was learned on old ones.
 """
 
-from ._key_codebook import KeyCodebook
+from ._backbone import FrozenBackboneTransformer
 from ._classifier import KeyValueBottleneckClassifier
+from ._key_codebook import KeyCodebook
+from ._streaming import StreamingPipeline, make_streaming_pipeline
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "FrozenBackboneTransformer",
     "KeyCodebook",
     "KeyValueBottleneckClassifier",
+    "StreamingPipeline",
+    "make_streaming_pipeline",
     "__version__",
 ]

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+
+# The suite runs on tiny tensors, where intra-op parallelism only adds thread
+# synchronisation (and stalls badly when the cores are shared). Benchmarks in
+# benchmarks/ measure the multi-threaded speed.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

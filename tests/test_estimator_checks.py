@@ -1,8 +1,9 @@
 """scikit-learn's common estimator checks, with no expected failures."""
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from test_backbone import ShapeAgnostic
 
-from skkvb import KeyCodebook, KeyValueBottleneckClassifier
+from skkvb import FrozenBackboneTransformer, KeyCodebook, KeyValueBottleneckClassifier
 
 # Small codebooks keep the ~50 checks per estimator fast; the defaults are
 # exercised by test_classifier.py.
@@ -10,6 +11,8 @@ ESTIMATORS = [
     KeyCodebook(n_codebooks=8, n_keys=32, key_dim=4),
     KeyCodebook(n_codebooks=2, n_keys=16, projection="partition"),
     KeyValueBottleneckClassifier(codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4)),
+    # A parameter-free, shape-agnostic module: see ShapeAgnostic's docstring.
+    FrozenBackboneTransformer(ShapeAgnostic(), device="cpu"),
 ]
 EXPECTED_FAILURES = {}
 

@@ -1,0 +1,138 @@
+"""StreamingPipeline: batches through a frozen encoder into a partial_fit.
+
+The end-to-end tests stream sklearn's bundled digits, as 8x8 grayscale images,
+through a small frozen conv encoder into a KeyValueBottleneckClassifier.
+"""
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from skkvb import KeyCodebook, KeyValueBottleneckClassifier
+from skkvb._backbone import FrozenBackboneTransformer
+from skkvb._streaming import StreamingPipeline, make_streaming_pipeline
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    images = (X.reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)  # (N, H, W) grayscale
+    return train_test_split(images, y, test_size=0.3, random_state=0, stratify=y)
+
+
+def frozen_conv():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU())
+
+
+def dkvb_pipeline():
+    return make_streaming_pipeline(
+        FrozenBackboneTransformer(frozen_conv(), pooling="flatten", device="cpu"),
+        KeyValueBottleneckClassifier(
+            codebook=KeyCodebook(n_codebooks=16, n_keys=32, key_dim=4, random_state=0),
+            max_iter=10,
+            device="cpu",
+            random_state=0,
+        ),
+    )
+
+
+def class_incremental_phases(X, y, n_phases=5):
+    for classes in np.array_split(np.unique(y), n_phases):
+        in_phase = np.isin(y, classes)
+        yield X[in_phase], y[in_phase]
+
+
+def test_dkvb_pipeline_fits_streams_predicts_and_round_trips(digits, tmp_path):
+    X_train, X_test, y_train, y_test = digits
+    fitted = dkvb_pipeline().fit(X_train, y_train)
+    assert fitted.score(X_test, y_test) > 0.85
+
+    streamed = dkvb_pipeline()
+    for X_phase, y_phase in class_incremental_phases(X_train, y_train):
+        assert streamed.partial_fit(X_phase, y_phase) is streamed
+    np.testing.assert_array_equal(streamed.classes_, np.arange(10))
+    assert streamed.score(X_test, y_test) > 0.7  # no replay, one pass, classes unseen at first
+
+    joblib.dump(streamed, tmp_path / "pipeline.joblib")
+    restored = joblib.load(tmp_path / "pipeline.joblib")
+    np.testing.assert_array_equal(restored.predict_proba(X_test), streamed.predict_proba(X_test))
+    for pipeline in (restored, streamed):  # the restored stream goes on like the original
+        pipeline.partial_fit(X_train[:64], y_train[:64])
+    np.testing.assert_array_equal(restored.predict(X_test), streamed.predict(X_test))
+
+
+def test_partial_fit_equals_the_manual_loop(digits):
+    X_train, X_test, y_train, _ = digits
+    pipeline = dkvb_pipeline()
+    embedder, classifier = clone(pipeline[0]), clone(pipeline[-1])
+    for X_phase, y_phase in class_incremental_phases(X_train, y_train, n_phases=2):
+        pipeline.partial_fit(X_phase, y_phase, classes=np.arange(10))
+        if not hasattr(embedder, "encoder_"):
+            embedder.fit(X_phase)
+        classifier.partial_fit(embedder.transform(X_phase), y_phase, classes=np.arange(10))
+    np.testing.assert_array_equal(
+        pipeline.predict(X_test), classifier.predict(embedder.transform(X_test))
+    )
+
+
+class Recorder(SGDClassifier):
+    """Keeps the keyword arguments of each partial_fit call."""
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        self.calls_ = getattr(self, "calls_", []) + [(classes, sample_weight)]
+        return super().partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+
+
+def test_how_each_intermediate_step_streams():
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(60, 6)), np.arange(60) % 3
+    prefitted_pca = PCA(n_components=4).fit(rng.normal(size=(30, 6)))
+    frozen_scaler = FrozenEstimator(StandardScaler().fit(X[:10] * 3))
+    pipeline = StreamingPipeline(
+        [
+            ("scaler", StandardScaler()),  # has partial_fit: updated by every batch
+            ("frozen", frozen_scaler),  # frozen: transform only
+            ("skip", "passthrough"),
+            ("pca", prefitted_pca),  # fitted, no partial_fit: transform only
+            ("late_pca", PCA(n_components=3)),  # unfitted: fitted on the first batch
+            ("clf", Recorder(random_state=0)),
+        ]
+    )
+    components = prefitted_pca.components_.copy()
+    frozen_mean = frozen_scaler.estimator.mean_.copy()
+    pipeline.partial_fit(X[:30], y[:30], classes=[0, 1, 2])
+    late_components = pipeline.named_steps["late_pca"].components_.copy()
+    pipeline.partial_fit(X[30:], y[30:], sample_weight=np.ones(30))
+
+    assert pipeline.named_steps["scaler"].n_samples_seen_ == 60
+    np.testing.assert_array_equal(frozen_scaler.estimator.mean_, frozen_mean)
+    np.testing.assert_array_equal(prefitted_pca.components_, components)
+    np.testing.assert_array_equal(pipeline.named_steps["late_pca"].components_, late_components)
+    (classes, no_weight), (no_classes, weight) = pipeline.named_steps["clf"].calls_
+    assert (
+        classes == [0, 1, 2] and no_weight is None and no_classes is None and weight.shape == (30,)
+    )
+    assert pipeline.predict(X).shape == (60,)
+
+
+def test_partial_fit_needs_a_final_partial_fit():
+    assert hasattr(make_streaming_pipeline(StandardScaler(), SGDClassifier()), "partial_fit")
+    assert not hasattr(
+        make_streaming_pipeline(StandardScaler(), LogisticRegression()), "partial_fit"
+    )
+
+
+def test_make_streaming_pipeline_names_steps():
+    pipeline = make_streaming_pipeline(StandardScaler(), SGDClassifier(), verbose=True)
+    assert isinstance(pipeline, StreamingPipeline) and pipeline.verbose
+    assert [name for name, _ in pipeline.steps] == ["standardscaler", "sgdclassifier"]
