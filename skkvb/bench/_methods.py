@@ -1,0 +1,129 @@
+"""The methods the benchmark compares: DKVB and its peers, with their settings.
+
+A :class:`Method` builds, for one seed, a factory of fresh estimators; DKVB
+fits its keys there, once per seed, on the unlabelled key data, and both
+settings (i.i.d. and class-incremental) reuse those frozen keys.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sklearn.frozen import FrozenEstimator
+
+from .. import KeyCodebook, KeyValueBottleneckClassifier
+from ._peers import (
+    MLPProbe,
+    NearestClassMean,
+    RandomReLURidgeClassifier,
+    SGDLinearProbe,
+    StreamingLDA,
+)
+
+__all__ = ["Method", "make_methods", "dkvb_shape_for"]
+
+
+@dataclass
+class Method:
+    """A benchmarked method.
+
+    ``build(seed, X_key)`` returns a zero-argument factory of unfitted
+    estimators (its own set-up, such as fitting keys, happens inside and is
+    timed). ``single_pass`` marks peers whose exact statistics need one
+    ``partial_fit`` per phase whatever the number of epochs.
+    """
+
+    name: str
+    description: str
+    build: Callable
+    single_pass: bool = False
+
+
+def dkvb_shape_for(n_features):
+    """Default (codebooks, keys, key_dim) for inputs of ``n_features``.
+
+    Small inputs such as 8x8 digits: 64 x 128 keys of dimension 8. Embeddings
+    of a pre-trained encoder (or larger images): the paper's 256 x 4096 x 14.
+    """
+    if n_features <= 256:
+        return 64, 128, 8
+    return 256, 4096, 14
+
+
+def _dkvb(name, description, codebook_params, device):
+    def build(seed, X_key):
+        codebook = KeyCodebook(**codebook_params, device=device, random_state=seed).fit(X_key)
+        frozen = FrozenEstimator(codebook)
+        return lambda: KeyValueBottleneckClassifier(
+            codebook=frozen, device=device, random_state=seed
+        )
+
+    return Method(name, description, build)
+
+
+def _peer(name, description, make, single_pass=False):
+    def build(seed, X_key):
+        return lambda: make(seed)
+
+    return Method(name, description, build, single_pass)
+
+
+def make_methods(n_features, *, dkvb_shape=None, device="auto"):
+    """Every method for inputs of ``n_features``, by name, in display order.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension of the (embedded) inputs.
+    dkvb_shape : tuple of int or None
+        ``(n_codebooks, n_keys, key_dim)`` for ``dkvb``; ``None`` picks
+        :func:`dkvb_shape_for`. On 2-D inputs (the toy) ``dkvb`` is the
+        paper's 20 codebooks x 20 keys and ``dkvb-400`` its single codebook
+        of 400 keys on the raw input.
+    device : str
+        Device of DKVB.
+
+    Returns
+    -------
+    methods : dict of str to Method
+    """
+    methods = []
+    if n_features <= 2 and dkvb_shape is None:
+        methods.append(
+            _dkvb(
+                "dkvb-400",
+                "DKVB, 1 codebook x 400 keys on the raw 2-D input",
+                {"n_codebooks": 1, "n_keys": 400, "projection": "none"},
+                device,
+            )
+        )
+        dkvb_shape = (20, 20, 2)
+    n_codebooks, n_keys, key_dim = dkvb_shape or dkvb_shape_for(n_features)
+    methods.append(
+        _dkvb(
+            "dkvb",
+            f"DKVB, {n_codebooks} codebooks x {n_keys} keys of dim {key_dim}",
+            {"n_codebooks": n_codebooks, "n_keys": n_keys, "key_dim": key_dim},
+            device,
+        )
+    )
+    methods += [
+        _peer("slda", "streaming LDA, shrinkage 1e-4", lambda seed: StreamingLDA(), True),
+        _peer("ncm", "nearest class mean, euclidean", lambda seed: NearestClassMean(), True),
+        _peer(
+            "ranpac",
+            "RanPAC-style random ReLU (2000) + ridge (alpha 1)",
+            lambda seed: RandomReLURidgeClassifier(random_state=seed),
+            True,
+        ),
+        _peer(
+            "sgd",
+            "linear probe, logistic OvR, SGD lr 0.01",
+            lambda seed: SGDLinearProbe(random_state=seed),
+        ),
+        _peer(
+            "mlp",
+            "MLP 128 ReLU, Adam lr 1e-3, batch 256",
+            lambda seed: MLPProbe(random_state=seed),
+        ),
+    ]
+    return {method.name: method for method in methods}
