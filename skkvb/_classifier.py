@@ -401,7 +401,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         loss = torch.nn.functional.cross_entropy(
             logits, labels, label_smoothing=self.label_smoothing
         )
-        print(f"-- Epoch {epoch + 1}: loss {loss.item():.4f}, {seconds:.2f} s", flush=True)
+        print(f"-- Epoch {epoch + 1}: loss {loss.item():.4f}, {seconds:.4f} s", flush=True)
 
     # ---------------------------------------------------------- prediction
 
