@@ -18,7 +18,7 @@ from sklearn.utils.validation import (
 )
 
 from ._codebook import count_usage, encode
-from ._device import resolve_device, state_to_cpu, state_to_device
+from ._device import resolve_device, single_threaded, state_to_cpu, state_to_device
 from ._key_codebook import KeyCodebook
 from ._validation import check_fraction, check_positive_int
 from ._values import decode, flat_codes, sgd_step, zero_values
@@ -379,7 +379,15 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         if sample_weight is not None:
             weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
         learning_rate = self._learning_rate()
-        n_samples = X.shape[0]
+        with single_threaded():
+            self._sgd_epochs(rows, labels, weights, learning_rate, n_epochs)
+        used = codes if weights is None else codes[weights > 0]
+        self.key_usage_ = self.key_usage_ + count_usage(used, n_keys).cpu().numpy()
+        self.n_iter_ = n_epochs
+
+    def _sgd_epochs(self, rows, labels, weights, learning_rate, n_epochs):
+        device = self._values.device
+        n_samples = rows.shape[0]
         for epoch in range(n_epochs):
             tic = time.perf_counter()
             order = torch.as_tensor(self._random_state.permutation(n_samples), device=device)
@@ -392,9 +400,6 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
                 self.t_ += 1
             if self.verbose:
                 self._report_epoch(epoch, rows, labels, time.perf_counter() - tic)
-        used = codes if weights is None else codes[weights > 0]
-        self.key_usage_ = self.key_usage_ + count_usage(used, n_keys).cpu().numpy()
-        self.n_iter_ = n_epochs
 
     def _report_epoch(self, epoch, rows, labels, seconds):
         logits = decode(self._values, rows)

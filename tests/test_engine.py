@@ -97,6 +97,21 @@ def test_search_never_builds_the_full_distance_tensor(monkeypatch, batched):
     assert max(seen) <= 8 * 64 * 4 * 10 < 500 * 8 * 64 * 4
 
 
+def test_search_split_over_threads_gives_the_single_threaded_codes():
+    gen = torch.Generator().manual_seed(2)
+    heads, keys = torch.randn(300, 7, 3, generator=gen), torch.randn(7, 50, 3, generator=gen)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = nearest_keys(heads, keys)
+        torch.set_num_threads(3)
+        split = nearest_keys(heads, keys)
+        assert torch.get_num_threads() == 3, "workers do not change the caller's setting"
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(split.numpy(), single.numpy())
+
+
 def test_gpu_blocks_span_all_codebooks_within_the_budget():
     assert block_shape(256, 4096, True, 256 * 2**20) == (256, 64)
     assert block_shape(256, 4096, True, 2**20) == (64, 1)
