@@ -116,7 +116,7 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         Number of features of each embedding.
     n_features_in_ : int
         Number of features seen during ``fit``; only set when ``X`` is a 2-D array.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``; only set when ``X`` is a
         DataFrame with string column names.
 
@@ -223,7 +223,7 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, embedding_dim_), dtype float32
+        Z : ndarray of shape (n_samples, `embedding_dim_`), dtype float32
             The embeddings.
         """
         check_is_fitted(self)

@@ -113,7 +113,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         SGD steps taken so far.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string feature names.
 
     See Also

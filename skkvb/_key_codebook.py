@@ -56,11 +56,11 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     Attributes
     ----------
-    keys_ : ndarray of shape (n_codebooks_, n_keys, key_dim_), float32
+    keys_ : ndarray of shape (`n_codebooks_`, n_keys, `key_dim_`), float32
         The fitted keys.
-    projection_ : ndarray of shape (n_features_in_, n_codebooks_ * key_dim_), float32
+    projection_ : ndarray of shape (`n_features_in_`, `n_codebooks_` * `key_dim_`), float32
         The fixed projection from inputs to heads.
-    key_counts_ : ndarray of shape (n_codebooks_, n_keys), float32
+    key_counts_ : ndarray of shape (`n_codebooks_`, n_keys), float32
         EMA count of heads assigned to each key at the last step.
     n_codebooks_ : int
         Number of codebooks actually used (1 with ``projection="none"``).
@@ -72,7 +72,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Epochs run by the last :meth:`fit` (1 after each :meth:`partial_fit`).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string feature names.
 
     See Also
@@ -212,7 +212,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_codebooks_), int64
+        codes : ndarray of shape (n_samples, `n_codebooks_`), int64
             Index of the nearest key, per sample and codebook.
         """
         check_is_fitted(self)

@@ -8,7 +8,7 @@ label set. They are the benchmark's comparison points, kept apart from the
 library's own estimators in :mod:`skkvb`.
 """
 
-from ._cli import main, run_benchmark
+from ._cli import build_parser, main, run_benchmark
 from ._encoders import register_encoder
 from ._peers import (
     MLPProbe,
@@ -24,6 +24,7 @@ __all__ = [
     "RandomReLURidgeClassifier",
     "SGDLinearProbe",
     "StreamingLDA",
+    "build_parser",
     "main",
     "register_encoder",
     "run_benchmark",

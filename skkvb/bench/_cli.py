@@ -86,7 +86,20 @@ def _positive(text):
 
 
 def build_parser():
-    """The argument parser of ``skkvb-bench``."""
+    """The argument parser of ``skkvb-bench``.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Parses the options that ``skkvb-bench --help`` lists.
+
+    Examples
+    --------
+    >>> from skkvb.bench import build_parser
+    >>> args = build_parser().parse_args(["--dataset", "toy", "--seeds", "0,2"])
+    >>> args.dataset, args.seeds
+    ('toy', [0, 2])
+    """
     parser = argparse.ArgumentParser(
         prog="skkvb-bench",
         description=DESCRIPTION,
@@ -339,10 +352,27 @@ def _run_method(args, method, seed, streams, Z_key, Z_test, y_test, schedule, lo
 def run_benchmark(args, log=None):
     """Run the benchmark that ``args`` (parsed by :func:`build_parser`) describes.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed command line of ``skkvb-bench``.
+    log : callable, default=None
+        Progress printer; ``None`` is silent.
+
     Returns
     -------
     record : dict
         Configuration, dataset, environment, per-seed runs and the summary.
+
+    Examples
+    --------
+    >>> from skkvb.bench import build_parser, run_benchmark
+    >>> args = build_parser().parse_args(
+    ...     ["--dataset", "toy", "--methods", "ncm", "--seeds", "1", "--no-cache"]
+    ... )
+    >>> record = run_benchmark(args)
+    >>> sorted(record["summary"])
+    ['ncm']
     """
     log = log or _Log(quiet=True)
     dataset, phases, epochs, embedded, methods = _prepare(args, log)
@@ -402,7 +432,25 @@ def _write_outputs(args, record, log):
 
 
 def main(argv=None):
-    """Entry point of ``skkvb-bench`` and ``python -m skkvb.bench``."""
+    """Entry point of ``skkvb-bench`` and ``python -m skkvb.bench``.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Command-line arguments; ``None`` reads ``sys.argv``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skkvb.bench import main
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     main(["--dataset", "toy", "--methods", "ncm", "--seeds", "1",
+    ...           "--quiet", "--no-cache", "--out", out])
+    method ...
+    ...
+    ncm ...
+    ...
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     log = _Log(args.quiet)

@@ -24,7 +24,32 @@ ENCODERS = {}
 
 
 def register_encoder(name, factory):
-    """Make ``factory(image_shape, device, verbose)`` available as ``--encoder name``."""
+    """Make ``factory(image_shape, device, verbose)`` available as ``--encoder name``.
+
+    Parameters
+    ----------
+    name : str
+        The name ``--encoder`` will accept.
+    factory : callable
+        ``factory(image_shape, device, verbose)`` returns an sklearn transformer
+        (typically a :class:`skkvb.FrozenBackboneTransformer`) that maps the
+        dataset's flattened images to embeddings.
+
+    Returns
+    -------
+    factory : callable
+        The factory, unchanged (so this works as a decorator).
+
+    Examples
+    --------
+    >>> from sklearn.preprocessing import FunctionTransformer
+    >>> from skkvb.bench import register_encoder
+    >>> from skkvb.bench._encoders import ENCODERS
+    >>> _ = register_encoder("squared", lambda shape, device, verbose: FunctionTransformer(lambda X: X**2))
+    >>> "squared" in ENCODERS
+    True
+    >>> del ENCODERS["squared"]
+    """
     ENCODERS[name] = factory
     return factory
 
