@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_memory,
 from torch import nn
 
 from ._device import resolve_device
+from ._persistence import all_or_nothing, tag_state, untag_state
 from ._validation import check_choice, check_positive_int
 
 __all__ = ["FrozenBackboneTransformer"]
@@ -136,7 +137,15 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     Without internet, torchvision weights cannot be downloaded: ``fit`` then
     raises an ``OSError`` that names the file to fetch and how to pass it with
-    ``weights=<path>``.
+    ``weights=<path>``. Weights files are read with
+    ``torch.load(..., weights_only=True)``, which loads tensors and refuses
+    arbitrary pickled objects.
+
+    A call of ``fit`` that raises leaves the transformer as it was before the
+    call. Pickles hold the encoder on the CPU; loaded on a machine without the
+    GPU it ran on, it runs on the CPU, with a warning. They carry a
+    state-format tag; loading one written in a format this version cannot read
+    raises ``ValueError``.
 
     References
     ----------
@@ -181,6 +190,7 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.memory = memory
         self.verbose = verbose
 
+    @all_or_nothing
     def fit(self, X, y=None):
         """Build the frozen encoder and measure its embedding size on ``X[:1]``.
 
@@ -258,14 +268,17 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         device = state.get("device_")
         if device is not None and device.type != "cpu" and isinstance(self.encoder_, nn.Module):
             state["encoder_"] = copy.deepcopy(self.encoder_).to("cpu")
-        return state
+        return tag_state(state)
 
     def __setstate__(self, state):
+        state = untag_state(state, type(self).__name__)
         self.__dict__.update(state)
         device = state.get("device_")
         if device is None or device.type == "cpu" or not isinstance(self.encoder_, nn.Module):
             return
         try:
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available")
             self.encoder_.to(device)
         except (RuntimeError, AssertionError):
             warnings.warn(
@@ -281,7 +294,7 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def _check_params(self):
         check_positive_int(self.batch_size, "batch_size")
-        check_scalar(self.verbose, "verbose", target_type=numbers.Integral)
+        check_scalar(self.verbose, "verbose", target_type=numbers.Integral, min_val=0)
         if not callable(self.pooling):
             check_choice(self.pooling, "pooling", _POOLINGS)
         if not (

@@ -3,6 +3,7 @@
 import copy
 import numbers
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._codebook import count_usage, encode
+from ._codebook import count_usage
 from ._device import resolve_device, single_threaded, state_to_cpu, state_to_device
-from ._key_codebook import KeyCodebook
+from ._key_codebook import KeyCodebook, check_float32_range, encode_array
+from ._persistence import all_or_nothing, tag_state, untag_state
 from ._validation import check_fraction, check_positive_int
 from ._values import decode, flat_codes, sgd_step, zero_values
 
@@ -49,6 +51,64 @@ def _is_fitted(estimator):
     except NotFittedError:
         return False
     return True
+
+
+def _label_kind(labels, name):
+    """``"number"`` or ``"string"``: what ``labels`` hold; a ValueError if they mix."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "biuf":
+        return "number"
+    if labels.dtype.kind in "US":
+        return "string"
+    types = {type(label) for label in labels.ravel()}
+    kinds = {
+        "string" if issubclass(t, str) else "number" if issubclass(t, numbers.Number) else t
+        for t in types
+    }
+    if len(kinds) > 1 or (kinds and not kinds <= {"string", "number"}):
+        names = ", ".join(sorted(t.__name__ for t in types))
+        raise ValueError(
+            f"{name} has labels of types {names}; labels must be all numbers or all "
+            "strings."
+        )
+    return kinds.pop() if kinds else "number"
+
+
+def _mean_of_fetched(values, rows):
+    """Logits for prediction: the mean of the values each sample fetched, (N, d_v).
+
+    ``decode`` up to rounding, but each logit is summed along a contiguous row
+    of C values, so its bits do not depend on the number of columns: adding a
+    class leaves the other classes' logits bit-identical wherever no fetched
+    value changed. (A mean over the middle axis of (N, C, d_v) is vectorised
+    over d_v, and its rounding changes with d_v.)
+    """
+    n_samples, n_codebooks = rows.shape
+    fetched = values.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
+    return fetched.transpose(1, 2).contiguous().sum(-1) / n_codebooks
+
+
+@contextmanager
+def _values_restored_on_error(values, rows):
+    """Undo in-place SGD on ``values`` when the block raises (KeyboardInterrupt too).
+
+    Only the rows in ``rows`` can change, so those are copied -- or the whole
+    table when ``rows`` lists more entries than it has rows: at most one table,
+    once per call. They are copied back only on failure.
+    """
+    flat = rows.reshape(-1)
+    if flat.numel() < values.shape[0]:
+        saved = values.index_select(0, flat)
+    else:
+        flat, saved = None, values.clone()
+    try:
+        yield
+    except BaseException:
+        if flat is None:
+            values.copy_(saved)
+        else:  # a row listed twice was saved twice with the same value: order is moot
+            values.index_copy_(0, flat, saved)
+        raise
 
 
 class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
@@ -141,6 +201,25 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     a shuffled order, where weights are not equivalent to repeating samples, so
     it does not take them.
 
+    *Inputs.* X may be a dense array of any float or integer dtype (computed in
+    float32), a DataFrame (its column names are checked at prediction) or a
+    scipy sparse matrix (densified a few thousand rows at a time). Labels are
+    all numbers or all strings, and later batches keep the type of ``classes_``.
+
+    *Failures and interruptions.* A call of :meth:`fit` or :meth:`partial_fit`
+    that raises -- invalid input, a ``KeyboardInterrupt`` in the middle of an
+    epoch -- leaves the classifier exactly as it was before the call: a fitted
+    model keeps predicting as before and can go on with :meth:`partial_fit`.
+    For this, :meth:`partial_fit` copies the value rows its batch fetches (at
+    most the whole table) once per call; :meth:`fit` trains a new table and
+    needs no copy.
+
+    *Persistence.* Pickles (and joblib dumps) hold every tensor on the CPU and
+    name the device it came from: loaded where that GPU is missing, the
+    classifier runs on the CPU, with a warning. They carry a state-format tag;
+    loading one written in a format this version cannot read raises
+    ``ValueError``.
+
     References
     ----------
     .. [1] F. Träuble, A. Goyal, N. Rahaman, M. Mozer, K. Kawaguchi, Y. Bengio
@@ -185,12 +264,13 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @all_or_nothing
     def fit(self, X, y):
         """Fit the codebook on X without labels, then train values from zero.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data.
         y : array-like of shape (n_samples,)
             Class labels.
@@ -200,8 +280,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         self : KeyValueBottleneckClassifier
             The fitted classifier.
         """
-        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, reset=True)
-        check_classification_targets(y)
+        X, y = self._validate(X, y, reset=True)
         device = self._check_params()
         random_state = check_random_state(self.random_state)
         codebook = self._new_codebook(random_state)
@@ -214,6 +293,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         self._train(X, np.searchsorted(classes, y), None, self.max_iter)
         return self
 
+    @all_or_nothing
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train values on one batch of a stream for ``partial_fit_epochs`` epochs.
 
@@ -222,7 +302,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             A batch of training data.
         y : array-like of shape (n_samples,)
             Its class labels.
@@ -239,25 +319,35 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
             The updated classifier.
         """
         first_call = not hasattr(self, "classes_")
-        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, reset=first_call)
-        check_classification_targets(y)
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
+        X, y = self._validate(X, y, reset=first_call)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float32, ensure_non_negative=True,
+            allow_all_zero_weights=True,
+        )
         device = self._check_params()
         if first_call:
             random_state = check_random_state(self.random_state)
-            codebook = self._codebook_for_stream(X, random_state)
             fixed = classes is not None
-            known = np.unique(classes) if fixed else np.unique(y)
+            known = self._check_classes(classes, y) if fixed else np.unique(y)
             self._check_labels(y, known, fixed)
+            codebook = self._codebook_for_stream(X, random_state)
             self._random_state = random_state
             self._start(codebook, known, growing=not fixed, device=device)
+            in_place = False
         else:
+            self._check_label_kind(y)
             self._check_later_classes(classes)
             self._check_labels(y, self.classes_, not self._growing)
-            self._add_classes(np.setdiff1d(np.unique(y), self.classes_))
+            in_place = not self._add_classes(np.setdiff1d(np.unique(y), self.classes_))
         labels = np.searchsorted(self.classes_, y)
-        self._train(X, labels, sample_weight, self.partial_fit_epochs)
+        self._train(X, labels, sample_weight, self.partial_fit_epochs, in_place=in_place)
         return self
+
+    def _validate(self, X, y, reset):
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
+        _label_kind(y, "y")
+        check_classification_targets(y)
+        return check_float32_range(X), y
 
     def _check_params(self):
         if not (isinstance(self.learning_rate, str) and self.learning_rate == "auto"):
@@ -270,6 +360,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         check_fraction(self.label_smoothing, "label_smoothing", closed_right=False)
         check_positive_int(self.partial_fit_epochs, "partial_fit_epochs")
         check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
+        check_scalar(self.mask_unused_keys, "mask_unused_keys", (bool, np.bool_))
         if self.codebook is not None and not hasattr(self.codebook, "engine_tensors"):
             raise TypeError(
                 "codebook must be a KeyCodebook, a FrozenEstimator wrapping one, "
@@ -312,6 +403,26 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
             )
 
     @staticmethod
+    def _check_classes(classes, y):
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or classes.size == 0:
+            raise ValueError(
+                f"classes must be a non-empty 1-D array of labels; got shape {classes.shape}."
+            )
+        kind, y_kind = _label_kind(classes, "classes"), _label_kind(y, "y")
+        if kind != y_kind:
+            raise ValueError(f"classes holds {kind} labels, but y holds {y_kind} labels.")
+        return np.unique(classes)
+
+    def _check_label_kind(self, y):
+        kind, known = _label_kind(y, "y"), _label_kind(self.classes_, "classes_")
+        if kind != known:
+            raise ValueError(
+                f"y holds {kind} labels, but the classes seen so far are {known}s: "
+                f"{self.classes_.tolist()[:10]}."
+            )
+
+    @staticmethod
     def _check_labels(y, known, fixed):
         if fixed:
             unknown = np.setdiff1d(np.unique(y), known)
@@ -343,9 +454,12 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = 0
 
     def _add_classes(self, new_classes):
-        """Insert new classes in sorted position, each a copy of the unseen column."""
+        """Insert new classes in sorted position, each a copy of the unseen column.
+
+        Returns whether it did (the value table is then a new tensor).
+        """
         if new_classes.size == 0:
-            return
+            return False
         classes = np.union1d(self.classes_, new_classes)
         unseen_column = len(self.classes_)
         source = np.where(
@@ -356,6 +470,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         source = np.append(source, unseen_column)
         self._values = self._values[:, torch.as_tensor(source, device=self._values.device)]
         self.classes_ = classes
+        return True
 
     # ------------------------------------------------------------ training
 
@@ -366,10 +481,14 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
     def _codes(self, X, key_mask=None):
         projection, keys = self.codebook_.engine_tensors(self._values.device)
-        return encode(X, projection, keys, key_mask)
+        return encode_array(X, projection, keys, key_mask)
 
-    def _train(self, X, labels, sample_weight, n_epochs):
-        """SGD on the values for ``n_epochs`` epochs over X; codes computed once."""
+    def _train(self, X, labels, sample_weight, n_epochs, in_place=False):
+        """SGD on the values for ``n_epochs`` epochs over X; codes computed once.
+
+        ``in_place``: the table existed before this call, so the rows the batch
+        fetches are put back if training raises (a new table is simply dropped).
+        """
         device = self._values.device
         n_keys = self.codebook_.keys_.shape[1]
         codes = self._codes(X)
@@ -379,7 +498,8 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         if sample_weight is not None:
             weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
         learning_rate = self._learning_rate()
-        with single_threaded():
+        guard = _values_restored_on_error(self._values, rows) if in_place else nullcontext()
+        with single_threaded(), guard:
             self._sgd_epochs(rows, labels, weights, learning_rate, n_epochs)
         used = codes if weights is None else codes[weights > 0]
         self.key_usage_ = self.key_usage_ + count_usage(used, n_keys).cpu().numpy()
@@ -420,14 +540,15 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         """Logits of the known classes (the unseen column dropped), numpy (N, n_classes)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        X = validate_data(self, X, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=False)
+        X = check_float32_range(X)
         n_keys = self.codebook_.keys_.shape[1]
         key_mask = self._key_mask()
         n_classes = len(self.classes_)
         out = np.empty((X.shape[0], n_classes), dtype=np.float32)
         for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
             codes = self._codes(X[start : start + PREDICT_CHUNK_ROWS], key_mask)
-            logits = decode(self._values, flat_codes(codes, n_keys))[:, :n_classes]
+            logits = _mean_of_fetched(self._values, flat_codes(codes, n_keys))[:, :n_classes]
             out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
         return out
 
@@ -436,7 +557,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input samples.
 
         Returns
@@ -455,7 +576,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input samples.
 
         Returns
@@ -471,7 +592,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input samples.
 
         Returns
@@ -486,7 +607,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input samples.
 
         Returns
@@ -508,15 +629,17 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     # --------------------------------------------------------- persistence
 
     def __getstate__(self):
-        """Pickle with every tensor on the CPU (loads on machines without a GPU)."""
-        return state_to_cpu(super().__getstate__())
+        """Pickle with every tensor on the CPU (loads on machines without a GPU)
+        and the state format tagged."""
+        return tag_state(state_to_cpu(super().__getstate__()))
 
     def __setstate__(self, state):
-        state, _ = state_to_device(state)
+        state, _ = state_to_device(untag_state(state, type(self).__name__))
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         tags.classifier_tags.multi_class = True
         return tags

@@ -1,6 +1,9 @@
 """KeyCodebook: the projection and the frozen keys as a scikit-learn transformer."""
 
+import warnings
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
@@ -8,10 +11,51 @@ from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_dat
 
 from ._codebook import EMAState, ema_update, encode, init_ema_state
 from ._device import draw_seed, resolve_device, torch_generator
+from ._persistence import all_or_nothing, tag_state, untag_state
 from ._projection import PROJECTIONS, head_shape, make_projection, project
 from ._validation import check_choice, check_fraction, check_positive_int
 
-__all__ = ["KeyCodebook"]
+__all__ = ["KeyCodebook", "check_float32_range", "encode_array"]
+
+# Rows of a sparse X densified at a time: a multiple of the engine's encoding
+# block, so a sparse X gets the codes of its dense twin in bounded memory.
+SPARSE_CHUNK_ROWS = 4096
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(X):
+    """Reject finite float64 values that the engine's float32 would turn into inf."""
+    if X.dtype != np.float64:
+        return X
+    data = X.data if sp.issparse(X) else X
+    if data.size and max(data.max(), -data.min()) > _FLOAT32_MAX:
+        raise ValueError(
+            "X contains values beyond the float32 range (|x| > 3.4e38); the keys are "
+            "computed in float32, where they would be infinite. Rescale X."
+        )
+    return X
+
+
+def encode_array(X, projection, keys, key_mask=None):
+    """Codes of a validated dense or scipy sparse X: (N, C) int64 tensor.
+
+    A sparse X is densified ``SPARSE_CHUNK_ROWS`` rows at a time; a dense one
+    goes to the engine as it is (the engine converts it block by block).
+    """
+    if not sp.issparse(X):
+        with warnings.catch_warnings():
+            # Read-only arrays (pandas copy-on-write, memory maps) are only read here.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            return encode(X, projection, keys, key_mask)
+    codes = torch.empty(X.shape[0], keys.shape[0], dtype=torch.int64, device=keys.device)
+    for start in range(0, X.shape[0], SPARSE_CHUNK_ROWS):
+        chunk = X[start : start + SPARSE_CHUNK_ROWS].toarray()
+        codes[start : start + SPARSE_CHUNK_ROWS] = encode(chunk, projection, keys, key_mask)
+    return codes
+
+
+def _dense_rows(rows):
+    return rows.toarray() if sp.issparse(rows) else rows
 
 
 class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -85,6 +129,14 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     at their initial head instead of exploding. Dead keys are re-seeded with
     their counts and sums reset; otherwise the next step would undo the revival.
 
+    X may be a dense array of any float or integer dtype (computed in float32)
+    or a scipy sparse matrix (densified a few thousand rows at a time).
+
+    A call of :meth:`fit` or :meth:`partial_fit` that raises -- invalid input,
+    a ``KeyboardInterrupt`` -- leaves the codebook exactly as it was before the
+    call. Pickles carry a state-format tag; loading one written in a format
+    this version cannot read raises ``ValueError``.
+
     References
     ----------
     .. [1] F. Träuble et al., "Discrete Key-Value Bottleneck", ICML 2023.
@@ -144,12 +196,13 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             )
         return resolve_device(self.device)
 
+    @all_or_nothing
     def fit(self, X, y=None):
         """Fit the keys on X by EMA for ``n_epochs`` passes, from scratch.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Unlabelled training data.
         y : None
             Ignored.
@@ -159,7 +212,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self : KeyCodebook
             The fitted codebook.
         """
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=True)
+        X = self._validate(X, reset=True)
         device = self._check_params(X)
         self._random_state = check_random_state(self.random_state)
         self._start(X.shape[1])
@@ -170,6 +223,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.n_iter_ = self.n_epochs
         return self
 
+    @all_or_nothing
     def partial_fit(self, X, y=None):
         """Update the keys with one EMA pass over X, in the given order.
 
@@ -178,7 +232,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Unlabelled data.
         y : None
             Ignored.
@@ -189,7 +243,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             The updated codebook.
         """
         first_call = not hasattr(self, "keys_")
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=first_call)
+        X = self._validate(X, reset=first_call)
         device = self._check_params(X)
         if first_call:
             self._random_state = check_random_state(self.random_state)
@@ -207,7 +261,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input samples.
 
         Returns
@@ -216,10 +270,14 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             Index of the nearest key, per sample and codebook.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        X = self._validate(X, reset=False)
         device = resolve_device(self.device)
         projection, keys = self.engine_tensors(device)
-        return encode(X, projection, keys).cpu().numpy()
+        return encode_array(X, projection, keys).cpu().numpy()
+
+    def _validate(self, X, reset):
+        X = validate_data(self, X, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
+        return check_float32_range(X)
 
     def engine_tensors(self, device):
         """The projection and keys as torch tensors on ``device``.
@@ -245,7 +303,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         generator = torch_generator(draw_seed(self._random_state))
         projection = torch.as_tensor(self.projection_, device=device)
         for start in range(0, len(order), self.batch_size):
-            batch = torch.as_tensor(X[order[start : start + self.batch_size]])
+            batch = torch.as_tensor(_dense_rows(X[order[start : start + self.batch_size]]))
             heads = project(batch.to(device, torch.float32), projection, self.n_codebooks_)
             if state is None:
                 state = init_ema_state(heads, self.n_keys, generator)
@@ -269,8 +327,15 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _n_features_out(self):
         return self.n_codebooks_
 
+    def __getstate__(self):
+        return tag_state(super().__getstate__())
+
+    def __setstate__(self, state):
+        super().__setstate__(untag_state(state, type(self).__name__))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         return tags

@@ -1,0 +1,92 @@
+"""Fitted state that survives failures and pickling.
+
+Two guarantees every estimator of the package gives:
+
+- *All or nothing.* A fitting call that raises -- invalid input, a
+  ``KeyboardInterrupt``, running out of memory -- leaves the estimator exactly
+  as it was before the call (:func:`all_or_nothing`).
+- *Versioned pickles.* Pickled state carries the format it was written in, and
+  loading a format this version cannot read fails with a message that says so
+  (:func:`tag_state`, :func:`untag_state`).
+
+Imports numpy only.
+"""
+
+import functools
+from importlib import metadata
+
+import numpy as np
+
+__all__ = ["STATE_FORMAT", "all_or_nothing", "tag_state", "untag_state"]
+
+# Version of the layout of pickled fitted state. Bump it when attributes are
+# renamed, removed or change meaning, so that old pickles fail loudly instead of
+# predicting nonsense. State pickled before the tag existed has this layout.
+STATE_FORMAT = 1
+_FORMAT_KEY = "_skkvb_state_format"
+_VERSION_KEY = "_skkvb_version"
+
+
+def _package_version():
+    try:
+        return metadata.version("skkvb")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def all_or_nothing(method):
+    """Decorate a fitting method so that, if it raises, the estimator's attributes
+    are restored to what they were before the call.
+
+    Attributes are restored by reference (a shallow copy of ``__dict__``) and
+    NumPy random states by value, since fitting draws from them in place. Any
+    other in-place mutation (a tensor updated in place) is the method's to undo.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(vars(self))
+        random_states = {
+            name: value.get_state()
+            for name, value in saved.items()
+            if isinstance(value, np.random.RandomState)
+        }
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(saved)
+            for name, state in random_states.items():
+                saved[name].set_state(state)
+            raise
+
+    return wrapper
+
+
+def tag_state(state):
+    """Copy of a pickled attribute dict with the state format and package version."""
+    state = dict(state)
+    state[_FORMAT_KEY] = STATE_FORMAT
+    state[_VERSION_KEY] = _package_version()
+    return state
+
+
+def untag_state(state, owner):
+    """Inverse of :func:`tag_state`: the attribute dict without the tags.
+
+    Raises ``ValueError`` naming both versions when the state was written in a
+    format other than :data:`STATE_FORMAT`. ``owner`` names the estimator class.
+    """
+    state = dict(state)
+    # scikit-learn's own tag, re-added by every pickling; BaseEstimator only
+    # consumes it for its own classes and would leave it as an attribute.
+    state.pop("_sklearn_version", None)
+    state_format = state.pop(_FORMAT_KEY, 1)
+    written_by = state.pop(_VERSION_KEY, "before 0.1")
+    if state_format != STATE_FORMAT:
+        raise ValueError(
+            f"This {owner} was pickled by skkvb {written_by} in state format "
+            f"{state_format!r}, but skkvb {_package_version()} reads format "
+            f"{STATE_FORMAT} only. Load it with skkvb {written_by}, or fit it again."
+        )
+    return state
