@@ -23,7 +23,7 @@ from ._device import resolve_device, single_threaded, state_to_cpu, state_to_dev
 from ._key_codebook import KeyCodebook, check_float32_range, encode_array
 from ._persistence import all_or_nothing, tag_state, untag_state
 from ._validation import check_fraction, check_positive_int
-from ._values import decode, flat_codes, sgd_step, zero_values
+from ._values import decode, decode_stable, flat_codes, sgd_step, zero_values
 
 __all__ = ["KeyValueBottleneckClassifier", "auto_learning_rate"]
 
@@ -72,20 +72,6 @@ def _label_kind(labels, name):
             "strings."
         )
     return kinds.pop() if kinds else "number"
-
-
-def _mean_of_fetched(values, rows):
-    """Logits for prediction: the mean of the values each sample fetched, (N, d_v).
-
-    ``decode`` up to rounding, but each logit is summed along a contiguous row
-    of C values, so its bits do not depend on the number of columns: adding a
-    class leaves the other classes' logits bit-identical wherever no fetched
-    value changed. (A mean over the middle axis of (N, C, d_v) is vectorised
-    over d_v, and its rounding changes with d_v.)
-    """
-    n_samples, n_codebooks = rows.shape
-    fetched = values.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
-    return fetched.transpose(1, 2).contiguous().sum(-1) / n_codebooks
 
 
 @contextmanager
@@ -548,7 +534,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         out = np.empty((X.shape[0], n_classes), dtype=np.float32)
         for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
             codes = self._codes(X[start : start + PREDICT_CHUNK_ROWS], key_mask)
-            logits = _mean_of_fetched(self._values, flat_codes(codes, n_keys))[:, :n_classes]
+            logits = decode_stable(self._values, flat_codes(codes, n_keys))[:, :n_classes]
             out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
         return out
 

@@ -167,7 +167,11 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     state.sums.mul_(decay).add_(batch_sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
     total = state.counts.sum(-1, keepdim=True)
     smoothed = (state.counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
-    state.keys = state.sums / smoothed.unsqueeze(-1)
+    # Only keys this batch assigned heads to move. For the others the exact EMA
+    # ratio sums / counts is unchanged; recomputing them through the smoothing
+    # would drag every rarely used key towards the origin as its count decays.
+    hit = (batch_counts > 0).view(n_codebooks, n_keys, 1)
+    state.keys = torch.where(hit, state.sums / smoothed.unsqueeze(-1), state.keys)
 
     dead_codebook, dead_key = torch.nonzero(
         state.counts < dead_key_threshold * n_samples / n_keys, as_tuple=True

@@ -7,7 +7,14 @@ one gather and one scatter-add, never a pass over the whole table.
 
 import torch
 
-__all__ = ["decode", "flat_codes", "sgd_step", "smoothed_targets", "zero_values"]
+__all__ = [
+    "decode",
+    "decode_stable",
+    "flat_codes",
+    "sgd_step",
+    "smoothed_targets",
+    "zero_values",
+]
 
 
 def zero_values(n_codebooks, n_keys, n_outputs, device):
@@ -26,6 +33,20 @@ def decode(values, rows):
     n_samples, n_codebooks = rows.shape
     fetched = values.index_select(0, rows.reshape(-1))
     return fetched.view(n_samples, n_codebooks, -1).mean(1)
+
+
+def decode_stable(values, rows):
+    """``decode`` for prediction: the same mean, with rounding independent of d_v.
+
+    Each logit is summed along a contiguous row of C values, so its bits do
+    not depend on the number of outputs: adding a class leaves the other
+    classes' logits bit-identical wherever no fetched value changed. (The mean
+    over the middle axis in ``decode`` is vectorised over d_v and its rounding
+    changes with d_v; training keeps it because it is faster per step.)
+    """
+    n_samples, n_codebooks = rows.shape
+    fetched = values.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
+    return fetched.transpose(1, 2).contiguous().sum(-1) / n_codebooks
 
 
 def smoothed_targets(labels, n_outputs, label_smoothing):

@@ -14,7 +14,7 @@ from skkvb._codebook import (
 )
 from skkvb._device import torch_generator
 from skkvb._projection import head_shape, make_projection, project
-from skkvb._values import decode, flat_codes, sgd_step, zero_values
+from skkvb._values import decode, decode_stable, flat_codes, sgd_step, zero_values
 
 
 def brute_force_codes(heads, keys, key_mask=None):
@@ -167,18 +167,23 @@ def test_ema_counts_start_at_one_and_keys_at_heads_of_the_first_batch():
 def test_ema_update_matches_the_formula():
     gen = torch.Generator().manual_seed(0)
     heads = torch.randn(64, 2, 3, generator=gen)
-    state = init_ema_state(heads, 4, torch_generator(0))
-    before = init_ema_state(heads, 4, torch_generator(0))
+    state = init_ema_state(heads, 6, torch_generator(0))
+    before = init_ema_state(heads, 6, torch_generator(0))
+    state.keys[:, 5] = before.keys[:, 5] = 50.0  # far away: never picked
     codes = ema_update(state, heads, 0.9, 0.0, torch_generator(1))
+    assert not (codes == 5).any()
     for c in range(2):
-        for k in range(4):
+        for k in range(6):
             hit = codes[:, c] == k
             n = 0.9 * before.counts[c, k] + 0.1 * hit.sum()
             m = 0.9 * before.sums[c, k] + 0.1 * heads[hit, c].sum(0)
             total = 0.9 * before.counts[c].sum() + 0.1 * 64
-            smoothed = (n + 1e-5) / (total + 4 * 1e-5) * total
+            smoothed = (n + 1e-5) / (total + 6 * 1e-5) * total
             torch.testing.assert_close(state.counts[c, k], n)
-            torch.testing.assert_close(state.keys[c, k], m / smoothed)
+            if hit.any():
+                torch.testing.assert_close(state.keys[c, k], m / smoothed)
+            else:  # keys no head picked stay where they were
+                torch.testing.assert_close(state.keys[c, k], before.keys[c, k])
 
 
 def test_dead_keys_are_revived_with_their_ema_state_reset():
@@ -258,3 +263,12 @@ def test_decoder_is_the_mean_of_fetched_values():
     values[:] = torch.arange(12.0).view(6, 2)
     rows = flat_codes(torch.tensor([[1, 2]]), 3)
     np.testing.assert_allclose(decode(values, rows).numpy(), [[(2 + 10) / 2, (3 + 11) / 2]])
+
+
+def test_stable_decoder_is_the_mean_and_does_not_depend_on_the_number_of_outputs():
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(40, 7, generator=gen)
+    rows = flat_codes(torch.randint(5, (30, 8), generator=gen), 5)
+    torch.testing.assert_close(decode_stable(values, rows), decode(values, rows))
+    narrower = decode_stable(values[:, :3].contiguous(), rows)
+    assert torch.equal(narrower, decode_stable(values, rows)[:, :3])

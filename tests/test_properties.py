@@ -230,7 +230,8 @@ def test_ema_keys_stay_inside_the_convex_hull_of_the_heads_they_saw(data):
     scales it by n / (n + eps) * (total + K eps) / total, with total >= n: a
     key with EMA count n is within K * eps / n (relative) of the hull. That is
     tight for live keys. Revival (dead_key_threshold > 0) keeps every count
-    above threshold * batch / K; without it see the xfail test below.
+    above threshold * batch / K; without it, keys no head picks do not move
+    (test below).
     """
     n_features = data.draw(st.integers(1, 4), label="n_features")
     codebook = data.draw(codebooks(n_features), label="codebook")
@@ -261,12 +262,6 @@ def test_ema_keys_stay_inside_the_convex_hull_of_the_heads_they_saw(data):
             assert distance <= rounding + laplace, ("key", c, k, distance, count)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine: with revival off, a key nobody picks keeps sums/smoothed(counts) "
-    "while its EMA count decays below LAPLACE_EPS (at once with decay=0), so the "
-    "smoothing pulls it to the origin, outside the data's hull.",
-)
 @pytest.mark.parametrize("decay, n_epochs", [(0.0, 1), (0.5, 40)])
 def test_without_revival_unpicked_keys_stay_inside_the_hull(decay, n_epochs):
     X = np.full((4, 1), 5.0)  # every head is 5: the hull is the point 5
