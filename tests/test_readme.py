@@ -1,19 +1,24 @@
-"""The README's Python example runs and prints the accuracy it claims."""
+"""The README's Python examples run and print what they claim."""
 
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
 
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-
-
-def test_readme_example_runs_and_its_claimed_accuracy_holds(capsys):
-    (block,) = python_blocks()
-    namespace = {}
-    exec(compile(block, str(README), "exec"), namespace)
-    claimed = re.search(r"accuracy on all 10 classes.*# (0\.\d+)", block).group(1)
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs_and_prints_what_it_claims(block, capsys):
+    exec(compile(block, str(README), "exec"), {})
     printed = capsys.readouterr().out
-    assert f"accuracy on all 10 classes: {claimed}" in printed
+    # A print(...) line whose comment states the output: "print(x)  # output".
+    claims = re.findall(r"^print\(.*?\)\s+#\s+(.+)$", block, flags=re.M)
+    for claim in claims:
+        assert claim.strip() in printed, (claim, printed)
+
+
+def test_readme_has_examples_with_claims():
+    assert len(BLOCKS) >= 2
+    assert all(re.search(r"^print\(.*#", block, flags=re.M) for block in BLOCKS)
