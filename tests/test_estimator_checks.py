@@ -11,6 +11,9 @@ ESTIMATORS = [
     KeyCodebook(n_codebooks=8, n_keys=32, key_dim=4),
     KeyCodebook(n_codebooks=2, n_keys=16, projection="partition"),
     KeyValueBottleneckClassifier(codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4)),
+    KeyValueBottleneckClassifier(
+        codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4), value_update="count"
+    ),
     # A parameter-free, shape-agnostic module: see ShapeAgnostic's docstring.
     FrozenBackboneTransformer(ShapeAgnostic(), device="cpu"),
 ]

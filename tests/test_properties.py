@@ -322,3 +322,45 @@ def test_growing_classes_keeps_the_order_of_old_classes_where_codes_were_not_tra
     if len(old_classes) == 2:
         logits_after = logits_after[:, 1] - logits_after[:, 0]
     np.testing.assert_array_equal(logits_after[untrained], scores_before[untrained])
+
+
+# ------------------------------------------------------- counting values
+
+
+@PROPERTY
+@given(data=st.data())
+def test_counting_is_local_and_independent_of_order_split_and_repetition(data):
+    """value_update="count": rows no positive-weight sample fetched keep their
+    counts; any split and order of the batches, and integer weights instead of
+    repeated samples, give bit-identical counts and predictions."""
+    n_features = data.draw(st.integers(1, 6), label="n_features")
+    X = data.draw(data_arrays(st.integers(2, 60), n_features), label="X")
+    codebook = FrozenEstimator(data.draw(fitted_codebooks(n_features, X), label="codebook"))
+    y = draw_list(data, st.integers(0, 4), len(X), "y")
+    weights = draw_list(data, st.integers(0, 3), len(X), "weights")
+    cut = data.draw(st.integers(1, len(X) - 1), label="cut")
+    order = np.asarray(data.draw(st.permutations(range(len(X))), label="order"))
+
+    def counting():
+        return KeyValueBottleneckClassifier(codebook=codebook, value_update="count")
+
+    first = counting().partial_fit(X[:cut], y[:cut], sample_weight=weights[:cut])
+    counts = dict(zip(first.classes_, np.moveaxis(first.class_counts_, -1, 0)))
+    first.partial_fit(X[cut:], y[cut:], sample_weight=weights[cut:])
+    untouched = ~fetched_rows(codebook, X[cut:], weights[cut:])
+    for label, column in counts.items():
+        after = first.class_counts_[..., np.searchsorted(first.classes_, label)]
+        np.testing.assert_array_equal(after[untouched], column[untouched])
+
+    repeated = counting()
+    batches = np.array_split(np.repeat(order, weights[order]), data.draw(st.integers(1, 4)))
+    batches = [batch for batch in batches if batch.size]
+    if not batches:  # all weights zero: nothing to repeat
+        return
+    for batch in batches:
+        repeated.partial_fit(X[batch], y[batch])
+    seen = np.unique(y[weights > 0])
+    known = np.searchsorted(first.classes_, seen)
+    np.testing.assert_array_equal(repeated.class_counts_, first.class_counts_[..., known])
+    if len(seen) == len(first.classes_):
+        np.testing.assert_array_equal(repeated.predict_proba(X), first.predict_proba(X))

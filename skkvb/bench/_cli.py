@@ -278,7 +278,7 @@ def _environment():
 def _progress(log, seed, name, setting):
     def on_eval(point):
         log(
-            f"seed {seed}  {name:<9} {setting}: phase {point['phase']}, epoch "
+            f"seed {seed}  {name:<10} {setting}: phase {point['phase']}, epoch "
             f"{point['epoch']}, accuracy {point['accuracy']:.3f}"
         )
 
@@ -343,7 +343,7 @@ def _run_method(args, method, seed, streams, Z_key, Z_test, y_test, schedule, lo
             **schedule,
         )
     log(
-        f"seed {seed}  {method.name:<9} i.i.d. {run['iid']['accuracy']:.3f}  class-incr. "
+        f"seed {seed}  {method.name:<10} i.i.d. {run['iid']['accuracy']:.3f}  class-incr. "
         f"{run['class_incremental']['accuracy']:.3f}  ({time.perf_counter() - start:.1f} s)"
     )
     return run

@@ -49,15 +49,16 @@ def dkvb_shape_for(n_features):
     return 256, 4096, 14
 
 
-def _dkvb(name, description, codebook_params, device):
+def _dkvb(name, description, codebook_params, device, value_update="sgd"):
     def build(seed, X_key):
         codebook = KeyCodebook(**codebook_params, device=device, random_state=seed).fit(X_key)
         frozen = FrozenEstimator(codebook)
         return lambda: KeyValueBottleneckClassifier(
-            codebook=frozen, device=device, random_state=seed
+            codebook=frozen, device=device, random_state=seed, value_update=value_update
         )
 
-    return Method(name, description, build)
+    # Counting values are exact statistics: one partial_fit per phase.
+    return Method(name, description, build, single_pass=value_update == "count")
 
 
 def _peer(name, description, make, single_pass=False):
@@ -78,7 +79,8 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto"):
         ``(n_codebooks, n_keys, key_dim)`` for ``dkvb``; ``None`` picks
         :func:`dkvb_shape_for`. On 2-D inputs (the toy) ``dkvb`` is the
         paper's 20 codebooks x 20 keys and ``dkvb-400`` its single codebook
-        of 400 keys on the raw input.
+        of 400 keys on the raw input. ``dkvb-count`` is ``dkvb`` with
+        one-pass counting values (``value_update="count"``).
     device : str
         Device of DKVB.
 
@@ -98,12 +100,16 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto"):
         )
         dkvb_shape = (20, 20, 2)
     n_codebooks, n_keys, key_dim = dkvb_shape or dkvb_shape_for(n_features)
+    shape = {"n_codebooks": n_codebooks, "n_keys": n_keys, "key_dim": key_dim}
+    described = f"{n_codebooks} codebooks x {n_keys} keys of dim {key_dim}"
+    methods.append(_dkvb("dkvb", f"DKVB, {described}", shape, device))
     methods.append(
         _dkvb(
-            "dkvb",
-            f"DKVB, {n_codebooks} codebooks x {n_keys} keys of dim {key_dim}",
-            {"n_codebooks": n_codebooks, "n_keys": n_keys, "key_dim": key_dim},
+            "dkvb-count",
+            f"DKVB, {described}, one-pass counting values",
+            shape,
             device,
+            value_update="count",
         )
     )
     methods += [
