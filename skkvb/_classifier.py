@@ -230,8 +230,9 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     ``ValueError``; :meth:`fit` starts again in the new mode.
 
     *Learning rate.* With mean pooling over C codebooks a step of size lr moves
-    a logit by about lr / C; ``"auto"`` uses lr = C so that a few dozen epochs
-    reach what the paper's lr = 0.3 reaches in thousands.
+    a logit by about lr / C; ``"auto"`` uses lr = C, a logit step of about one
+    whatever C (the paper's lr = 0.3 gives 0.3 / C, hence its thousands of
+    epochs).
 
     *Sample weights* are accepted by :meth:`partial_fit` (the loss is the batch
     mean of weight times cross-entropy; with counting, a weight is added to
