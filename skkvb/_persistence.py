@@ -17,7 +17,7 @@ from importlib import metadata
 
 import numpy as np
 
-__all__ = ["STATE_FORMAT", "all_or_nothing", "tag_state", "untag_state"]
+__all__ = ["STATE_FORMAT", "all_or_nothing", "restore", "snapshot", "tag_state", "untag_state"]
 
 # Version of the layout of pickled fitted state. Bump it when attributes are
 # renamed, removed or change meaning, so that old pickles fail loudly instead of
@@ -34,30 +34,44 @@ def _package_version():
         return "unknown"
 
 
+def snapshot(estimator):
+    """What :func:`restore` needs to put ``estimator``'s attributes back.
+
+    Attributes are kept by reference (a shallow copy of ``__dict__``), NumPy
+    random states by value, since fitting draws from them in place.
+    """
+    saved = dict(vars(estimator))
+    random_states = {
+        name: value.get_state()
+        for name, value in saved.items()
+        if isinstance(value, np.random.RandomState)
+    }
+    return saved, random_states
+
+
+def restore(estimator, saved_snapshot):
+    """Put back the attributes :func:`snapshot` recorded."""
+    saved, random_states = saved_snapshot
+    vars(estimator).clear()
+    vars(estimator).update(saved)
+    for name, state in random_states.items():
+        saved[name].set_state(state)
+
+
 def all_or_nothing(method):
     """Decorate a fitting method so that, if it raises, the estimator's attributes
-    are restored to what they were before the call.
+    are restored to what they were before the call (see :func:`snapshot`).
 
-    Attributes are restored by reference (a shallow copy of ``__dict__``) and
-    NumPy random states by value, since fitting draws from them in place. Any
-    other in-place mutation (a tensor updated in place) is the method's to undo.
+    Any other in-place mutation (a tensor updated in place) is the method's to undo.
     """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        saved = dict(vars(self))
-        random_states = {
-            name: value.get_state()
-            for name, value in saved.items()
-            if isinstance(value, np.random.RandomState)
-        }
+        saved = snapshot(self)
         try:
             return method(self, *args, **kwargs)
         except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            for name, state in random_states.items():
-                saved[name].set_state(state)
+            restore(self, saved)
             raise
 
     return wrapper

@@ -12,6 +12,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from ._persistence import restore, snapshot
+
 __all__ = ["StreamingPipeline", "make_streaming_pipeline"]
 
 
@@ -107,14 +109,35 @@ class StreamingPipeline(Pipeline):
         self : StreamingPipeline
             This pipeline.
         """
-        Xt = X
-        for _, step in self.steps[:-1]:
-            if step is not None and step != "passthrough":
+        steps = [step for _, step in self.steps[:-1] if step is not None and step != "passthrough"]
+        # All or nothing across steps: a batch that an earlier step accepts and
+        # a later one rejects must not leave the earlier one updated.
+        saved = [(step, snapshot(step)) for step in steps if _updates_on_stream(step)]
+        try:
+            Xt = X
+            for step in steps:
                 Xt = _stream_through(step, Xt)
-        if classes is not None:
-            partial_fit_params["classes"] = classes
-        self.steps[-1][1].partial_fit(Xt, y, **partial_fit_params)
+            if classes is not None:
+                partial_fit_params["classes"] = classes
+            self.steps[-1][1].partial_fit(Xt, y, **partial_fit_params)
+        except BaseException:
+            for step, state in saved:
+                restore(step, state)
+            raise
         return self
+
+
+def _updates_on_stream(step):
+    """Whether :func:`_stream_through` changes ``step`` (partial_fit, or a first fit)."""
+    if isinstance(step, FrozenEstimator):
+        return False
+    if hasattr(step, "partial_fit"):
+        return True
+    try:
+        check_is_fitted(step)
+    except NotFittedError:
+        return True
+    return False
 
 
 def _stream_through(step, X):

@@ -136,3 +136,33 @@ def test_make_streaming_pipeline_names_steps():
     pipeline = make_streaming_pipeline(StandardScaler(), SGDClassifier(), verbose=True)
     assert isinstance(pipeline, StreamingPipeline) and pipeline.verbose
     assert [name for name, _ in pipeline.steps] == ["standardscaler", "sgdclassifier"]
+
+
+def test_partial_fit_is_all_or_nothing_across_steps():
+    """A batch the scaler accepts (it ignores NaN) but the classifier rejects
+    leaves the scaler as it was."""
+    import numpy as np
+    from sklearn.preprocessing import StandardScaler
+
+    from skkvb import KeyCodebook, KeyValueBottleneckClassifier, make_streaming_pipeline
+
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
+    scaler = StandardScaler()
+    pipe = make_streaming_pipeline(
+        scaler,
+        KeyValueBottleneckClassifier(
+            codebook=KeyCodebook(n_codebooks=4, n_keys=8, key_dim=2, random_state=0),
+            random_state=0,
+        ),
+    )
+    pipe.partial_fit(X, y)
+    seen, mean = scaler.n_samples_seen_.copy(), scaler.mean_.copy()
+    bad = X[:5].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pipe.partial_fit(bad, y[:5])
+    np.testing.assert_array_equal(scaler.n_samples_seen_, seen)
+    np.testing.assert_array_equal(scaler.mean_, mean)
+    pipe.partial_fit(X[:5], y[:5])  # and it keeps streaming
+    assert (scaler.n_samples_seen_ == seen + 5).all()
