@@ -18,7 +18,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._codebook import count_usage
+from ._codebook import count_usage, prepare_keys
 from ._device import resolve_device, single_threaded, state_to_cpu, state_to_device
 from ._key_codebook import KeyCodebook, check_float32_range, encode_array
 from ._persistence import all_or_nothing, tag_state, untag_state
@@ -575,8 +575,13 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         return float(self.learning_rate)
 
     def _codes(self, X, key_mask=None):
+        return self._chunk_encoder(key_mask)(X)
+
+    def _chunk_encoder(self, key_mask):
+        """Codes of one chunk of X, with the keys moved and prepared once per call."""
         projection, keys = self.codebook_.engine_tensors(self._table().device)
-        return encode_array(X, projection, keys, key_mask)
+        prepared = prepare_keys(keys, key_mask)
+        return lambda chunk: encode_array(chunk, projection, keys, prepared=prepared)
 
     def _train(self, X, labels, sample_weight, n_epochs, in_place=False):
         """SGD on the values for ``n_epochs`` epochs over X (or one pass of
@@ -651,9 +656,10 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
             decoder = lambda rows: decode_counts(self._counts, rows, smoothing)  # noqa: E731
         else:
             decoder = lambda rows: decode_stable(self._values, rows)  # noqa: E731
+        encode_chunk = self._chunk_encoder(key_mask)
         out = np.empty((X.shape[0], n_classes), dtype=np.float32)
         for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
-            codes = self._codes(X[start : start + PREDICT_CHUNK_ROWS], key_mask)
+            codes = encode_chunk(X[start : start + PREDICT_CHUNK_ROWS])
             logits = decoder(flat_codes(codes, n_keys))[:, :n_classes]
             out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
         return out

@@ -11,6 +11,7 @@ import torch
 
 from ._device import split_over_threads
 from ._projection import project
+from ._values import flat_codes
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -136,7 +137,7 @@ def nearest_keys(
 def count_usage(codes, n_keys, weights=None):
     """How often each key was fetched: (C, K) counts via one scatter-add."""
     n_codebooks = codes.shape[1]
-    flat = (codes + n_keys * torch.arange(n_codebooks, device=codes.device)).reshape(-1)
+    flat = flat_codes(codes, n_keys).reshape(-1)
     if weights is None:
         counts = torch.bincount(flat, minlength=n_codebooks * n_keys)
     else:
@@ -158,7 +159,7 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = state.keys.shape[1]
     codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes)
-    flat = (codes + n_keys * torch.arange(n_codebooks, device=heads.device)).reshape(-1)
+    flat = flat_codes(codes, n_keys).reshape(-1)
     batch_counts = torch.bincount(flat, minlength=n_codebooks * n_keys).to(heads.dtype)
     batch_sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
     batch_sums.index_add_(0, flat, heads.reshape(-1, key_dim))
@@ -185,7 +186,9 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     return codes
 
 
-def encode(inputs, projection, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES):
+def encode(
+    inputs, projection, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None
+):
     """Codes of an (N, D) array or tensor: (N, C) int64 tensor on the keys' device.
 
     Rows go through in blocks of exactly ``ENCODE_BLOCK_ROWS`` (the last one
@@ -194,12 +197,15 @@ def encode(inputs, projection, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BY
     share its call: BLAS picks kernels, and so rounding, by matrix shape, and
     near-ties between keys would otherwise flip. Rows are converted to float32
     block by block, so a large float64 input is never copied whole.
+    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller encodes
+    several chunks with the same keys.
     """
     n_codebooks = keys.shape[0]
     device = keys.device
     n_samples = inputs.shape[0]
     codes = torch.empty(n_samples, n_codebooks, dtype=torch.int64, device=device)
-    prepared = prepare_keys(keys, key_mask)
+    if prepared is None:
+        prepared = prepare_keys(keys, key_mask)
     for start in range(0, n_samples, ENCODE_BLOCK_ROWS):
         block = torch.as_tensor(inputs[start : start + ENCODE_BLOCK_ROWS])
         block = block.to(device, torch.float32)

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
 
-from ._codebook import EMAState, ema_update, encode, init_ema_state
+from ._codebook import EMAState, ema_update, encode, init_ema_state, prepare_keys
 from ._device import draw_seed, resolve_device, torch_generator
 from ._persistence import all_or_nothing, tag_state, untag_state
 from ._projection import PROJECTIONS, head_shape, make_projection, project
@@ -36,21 +36,24 @@ def check_float32_range(X):
     return X
 
 
-def encode_array(X, projection, keys, key_mask=None):
+def encode_array(X, projection, keys, key_mask=None, prepared=None):
     """Codes of a validated dense or scipy sparse X: (N, C) int64 tensor.
 
     A sparse X is densified ``SPARSE_CHUNK_ROWS`` rows at a time; a dense one
     goes to the engine as it is (the engine converts it block by block).
+    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it.
     """
+    if prepared is None:
+        prepared = prepare_keys(keys, key_mask)
     if not sp.issparse(X):
         with warnings.catch_warnings():
             # Read-only arrays (pandas copy-on-write, memory maps) are only read here.
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            return encode(X, projection, keys, key_mask)
+            return encode(X, projection, keys, prepared=prepared)
     codes = torch.empty(X.shape[0], keys.shape[0], dtype=torch.int64, device=keys.device)
     for start in range(0, X.shape[0], SPARSE_CHUNK_ROWS):
         chunk = X[start : start + SPARSE_CHUNK_ROWS].toarray()
-        codes[start : start + SPARSE_CHUNK_ROWS] = encode(chunk, projection, keys, key_mask)
+        codes[start : start + SPARSE_CHUNK_ROWS] = encode(chunk, projection, keys, prepared=prepared)
     return codes
 
 
