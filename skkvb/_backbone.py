@@ -12,6 +12,7 @@ import inspect
 import numbers
 import os
 import pickle
+import threading
 import time
 import warnings
 
@@ -23,6 +24,7 @@ from sklearn.utils import check_scalar
 from sklearn.utils.validation import check_array, check_is_fitted, check_memory, validate_data
 from torch import nn
 
+from ._dask import is_dask_array, transform_row_blocks
 from ._device import resolve_device
 from ._persistence import all_or_nothing, tag_state, untag_state
 from ._validation import check_choice, check_positive_int
@@ -218,6 +220,8 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self._input_mode, self.preprocess_ = _resolve_preprocess(
             self.preprocess, weights_entry, torch_backbone=module is not None
         )
+        if is_dask_array(X):  # only X[:1] is embedded: fetch no more of it
+            X = X[:1].compute()
         X = self._validate_inputs(X, reset=True)
         self.embedding_dim_ = self._embed(X[:1], verbose=0).shape[1]
         self._fingerprint = None if self.memory is None else self._encoder_fingerprint()
@@ -226,17 +230,22 @@ class FrozenBackboneTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     def transform(self, X):
         """Embed ``X`` with the frozen encoder.
 
+        A ``dask.array.Array`` chunked along its first axis is embedded
+        lazily, one task per block of samples (see :ref:`scaling_out`).
+
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or dask array
             Inputs; see the class Notes for the accepted forms.
 
         Returns
         -------
         Z : ndarray of shape (n_samples, `embedding_dim_`), dtype float32
-            The embeddings.
+            The embeddings; a dask array with the row chunks of X when X is one.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return transform_row_blocks(self, X, self.embedding_dim_, np.float32)
         X = self._validate_inputs(X, reset=False)
         memory = self._memory()
         if getattr(memory, "location", None) is None:
@@ -659,25 +668,43 @@ def _stack(samples):
 # -- outputs ----------------------------------------------------------------
 
 
-def _run_to_layer(call, batch, target, capture_input):
-    """Run ``call(batch)`` until ``target`` runs; return its output (or input)."""
-    captured = []
+# The capture running in each thread. A hook on the shared module fires for
+# every thread's forward pass, and is pickled with the module by whoever
+# serialises it mid-pass (a dask worker sending the transformer to another):
+# each hook acts only for the call that registered it.
+_current_capture = threading.local()
 
-    def hook(module, args, output=None):
-        captured.append(args[0] if capture_input else output)
+
+class _Capture:
+    """Forward (pre-)hook that records the layer's output (or input) and stops the pass."""
+
+    def __init__(self, capture_input):
+        self.capture_input = capture_input
+        self.value = None
+
+    def __call__(self, module, args, output=None):
+        if getattr(_current_capture, "hook", None) is not self:
+            return None  # another thread's capture, or a pickled copy of one
+        self.value = args[0] if self.capture_input else output
         raise _LayerCaptured
 
+
+def _run_to_layer(call, batch, target, capture_input):
+    """Run ``call(batch)`` until ``target`` runs; return its output (or input)."""
+    capture = _Capture(capture_input)
     if capture_input:
-        handle = target.register_forward_pre_hook(hook)
+        handle = target.register_forward_pre_hook(capture)
     else:
-        handle = target.register_forward_hook(hook)
+        handle = target.register_forward_hook(capture)
+    outer, _current_capture.hook = getattr(_current_capture, "hook", None), capture
     try:
         call(batch)
     except _LayerCaptured:
         pass
     finally:
+        _current_capture.hook = outer
         handle.remove()
-    return captured[0] if captured else None
+    return capture.value
 
 
 def _as_tensor(out):

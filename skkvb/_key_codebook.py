@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
 
 from ._codebook import EMAState, ema_update, encode, init_ema_state, prepare_keys
+from ._dask import is_dask_array, transform_row_blocks
 from ._device import draw_seed, resolve_device, torch_generator
 from ._persistence import all_or_nothing, tag_state, untag_state
 from ._projection import PROJECTIONS, head_shape, make_projection, project
@@ -262,17 +263,23 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def transform(self, X):
         """Codes of X: the nearest key of each head in each codebook.
 
+        A ``dask.array.Array`` chunked along rows is transformed lazily, one
+        task per block of rows (see :ref:`scaling_out`).
+
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
             Input samples.
 
         Returns
         -------
         codes : ndarray of shape (n_samples, `n_codebooks_`), int64
-            Index of the nearest key, per sample and codebook.
+            Index of the nearest key, per sample and codebook; a dask array
+            with the row chunks of X when X is one.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return transform_row_blocks(self, X, self.n_codebooks_, np.int64)
         X = self._validate(X, reset=False)
         device = resolve_device(self.device)
         projection, keys = self.engine_tensors(device)
