@@ -107,9 +107,12 @@ def test_default_classifier_works_out_of_the_box():
 # ------------------------------------------------------------- outputs
 
 
-def test_outputs_are_numpy_and_consistent():
+@pytest.mark.parametrize("value_update", ["count", "sgd"])
+def test_outputs_are_numpy_and_consistent(value_update):
     X, y = load_iris(return_X_y=True)
-    clf = KeyValueBottleneckClassifier(codebook=small_codebook(), random_state=0).fit(X, y)
+    clf = KeyValueBottleneckClassifier(
+        codebook=small_codebook(), value_update=value_update, random_state=0
+    ).fit(X, y)
     proba = clf.predict_proba(X)
     assert isinstance(proba, np.ndarray) and proba.shape == (150, 3)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
@@ -118,7 +121,10 @@ def test_outputs_are_numpy_and_consistent():
     np.testing.assert_array_equal(clf.decision_function(X).argmax(1), proba.argmax(1))
     assert clf.values_.shape == (16, 32, 3)
     assert clf.key_usage_.sum() == 150 * 16
-    assert clf.n_iter_ == clf.max_iter and clf.t_ == clf.max_iter  # one batch per epoch
+    if value_update == "sgd":
+        assert clf.n_iter_ == clf.max_iter and clf.t_ == clf.max_iter  # one batch per epoch
+    else:
+        assert clf.n_iter_ == 1 and clf.t_ == 0  # one counting pass, no steps
 
 
 def test_string_labels_and_binary_decision_function():
@@ -153,7 +159,7 @@ def test_partial_fit_touches_only_the_rows_its_samples_fetched():
 
 def test_growing_label_set_keeps_old_values_and_inserts_in_sorted_order():
     X, y = load_iris(return_X_y=True)
-    clf = KeyValueBottleneckClassifier(codebook=small_codebook(), random_state=0)
+    clf = KeyValueBottleneckClassifier(codebook=small_codebook(), value_update="sgd", random_state=0)
     clf.partial_fit(X[y == 2], y[y == 2])
     np.testing.assert_array_equal(clf.classes_, [2])
     old = clf.values_[..., 0].copy()
@@ -217,7 +223,7 @@ def test_masking_snaps_heads_to_the_nearest_used_key():
 def test_sample_weight_scales_the_step_and_zero_weight_is_a_no_op():
     X, y = load_iris(return_X_y=True)
     codebook = FrozenEstimator(small_codebook().fit(X))
-    base = dict(codebook=codebook, batch_size=256, random_state=0)
+    base = dict(codebook=codebook, batch_size=256, random_state=0, value_update="sgd")
     doubled = KeyValueBottleneckClassifier(learning_rate=2.0, **base).partial_fit(X, y)
     weighted = KeyValueBottleneckClassifier(learning_rate=1.0, **base)
     weighted.partial_fit(X, y, sample_weight=np.full(150, 2.0))
@@ -275,7 +281,9 @@ def test_round_trip_predicts_the_same_and_keeps_training(dump):
 
 def test_state_saved_on_a_gpu_loads_on_a_cpu_only_machine(monkeypatch):
     X, y = load_iris(return_X_y=True)
-    clf = KeyValueBottleneckClassifier(codebook=small_codebook(), random_state=0).fit(X, y)
+    clf = KeyValueBottleneckClassifier(
+        codebook=small_codebook(), value_update="sgd", random_state=0
+    ).fit(X, y)
     state = clf.__getstate__()
     assert all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in state.values())
     state["_saved_device"] = "cuda:0"  # as written by a model trained on a GPU
@@ -303,7 +311,9 @@ BAD_X = {
 @pytest.mark.parametrize("method", ["partial_fit", "predict", "predict_proba", "decision_function"])
 def test_bad_input_raises_clearly_and_leaves_the_model_unchanged(case, method):
     X, y = load_iris(return_X_y=True)
-    clf = KeyValueBottleneckClassifier(codebook=small_codebook(), random_state=0).fit(X, y)
+    clf = KeyValueBottleneckClassifier(
+        codebook=small_codebook(), value_update="sgd", random_state=0
+    ).fit(X, y)
     state = fingerprint(clf)
     X_bad, message = BAD_X[case]
     args = (X_bad, np.zeros(len(X_bad), dtype=int)) if method == "partial_fit" else (X_bad,)
@@ -364,7 +374,9 @@ def test_codebook_fitted_on_other_features_is_rejected():
 
 def test_verbose_reports_each_epoch(capsys):
     X, y = load_iris(return_X_y=True)
-    KeyValueBottleneckClassifier(codebook=small_codebook(), max_iter=3, verbose=1).fit(X, y)
+    KeyValueBottleneckClassifier(
+        codebook=small_codebook(), value_update="sgd", max_iter=3, verbose=1
+    ).fit(X, y)
     out = capsys.readouterr().out
     assert out.count("-- Epoch") == 3 and "loss" in out
 

@@ -209,7 +209,9 @@ def test_round_trip_predicts_the_same_and_keeps_counting(iris_codebook):
 
 
 def test_pickle_written_before_value_update_loads_as_sgd(iris_codebook):
-    clf = KeyValueBottleneckClassifier(codebook=iris_codebook, random_state=0).fit(X_IRIS, Y_IRIS)
+    clf = KeyValueBottleneckClassifier(
+        codebook=iris_codebook, value_update="sgd", random_state=0
+    ).fit(X_IRIS, Y_IRIS)
     state = clf.__getstate__()
     del state["value_update"], state["count_smoothing"]
     loaded = KeyValueBottleneckClassifier.__new__(KeyValueBottleneckClassifier)

@@ -102,6 +102,7 @@ def test_rows_not_fetched_never_change(data):
     weights = draw_list(data, st.sampled_from([0.0, 0.5, 1.0, 3.0]), len(X_next), "weights")
     clf = KeyValueBottleneckClassifier(
         codebook=codebook,
+        value_update="sgd",
         batch_size=data.draw(st.integers(1, 32), label="batch_size"),
         partial_fit_epochs=data.draw(st.integers(1, 3), label="epochs"),
         random_state=0,
@@ -134,6 +135,7 @@ def test_predictions_do_not_depend_on_batch_or_chunk_size(data):
     codebook = FrozenEstimator(data.draw(fitted_codebooks(n_features, X), label="codebook"))
     clf = KeyValueBottleneckClassifier(
         codebook=codebook,
+        value_update="sgd",
         mask_unused_keys=data.draw(st.booleans(), label="mask"),
         max_iter=3,
         random_state=0,
@@ -293,6 +295,7 @@ def test_growing_classes_keeps_the_order_of_old_classes_where_codes_were_not_tra
     y_new[0] = data.draw(st.integers(4, 6))
     clf = KeyValueBottleneckClassifier(
         codebook=codebook,
+        value_update="sgd",
         mask_unused_keys=data.draw(st.booleans(), label="mask"),
         batch_size=data.draw(st.integers(1, 32), label="batch_size"),
         partial_fit_epochs=data.draw(st.integers(1, 3), label="epochs"),

@@ -48,8 +48,11 @@ def small_codebook(**params):
 
 
 def small_classifier(**params):
+    """The paper's SGD values: the path with epochs to interrupt and steps to
+    count (counting values have their own reliability tests in
+    test_count_values.py)."""
     return KeyValueBottleneckClassifier(
-        **{"codebook": small_codebook(), "random_state": 0, **params}
+        **{"codebook": small_codebook(), "random_state": 0, "value_update": "sgd", **params}
     )
 
 

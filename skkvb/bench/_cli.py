@@ -11,7 +11,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import sklearn
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import StandardScaler, normalize
 
 from .. import __version__
 from ..streams import ClassIncrementalSplit, IIDSplit, make_phases
@@ -36,6 +36,8 @@ class-incrementally (phases of disjoint classes, no replay), the same number of
 epochs over every sample, and evaluated on the full test set. Prints a table
 (mean ± std over seeds), writes JSON and a PNG of the learning curves.
 """
+
+SCALINGS = ("none", "standard", "l2")
 
 EPILOG = """\
 examples:
@@ -116,7 +118,16 @@ def build_parser():
     add(
         "--encoder",
         default="raw",
-        help=f"'raw' (standardised inputs) or a frozen encoder: {', '.join(ENCODERS)}",
+        help=f"'raw' (the inputs as they are) or a frozen encoder: {', '.join(ENCODERS)}",
+    )
+    add(
+        "--scaling",
+        choices=SCALINGS,
+        default="none",
+        help="feature scaling before every method: 'none' (default; what a stream has), "
+        "'standard' (StandardScaler fitted on all training inputs, which a stream does "
+        "not have; key data scaled with the same statistics) or 'l2' (each row to unit "
+        "norm, no statistics)",
     )
     add(
         "--key-data",
@@ -228,9 +239,19 @@ def _embed_all(args, dataset, memory, log):
                 f"key data {other.name} has {Z_key.shape[1]} features after encoding, "
                 f"the dataset {Z_train.shape[1]}: use an encoder that maps both to one space."
             )
-    scaler = StandardScaler().fit(Z_train)
-    transform = lambda Z: scaler.transform(Z).astype(np.float32)  # noqa: E731
+    transform = _scaling(args.scaling, Z_train)
     return transform(Z_train), transform(Z_test), transform(Z_key), key_source
+
+
+def _scaling(kind, Z_train):
+    """The feature map every method gets: identity, standardisation with the
+    training inputs' statistics, or rows scaled to unit L2 norm."""
+    if kind == "standard":
+        scaler = StandardScaler().fit(Z_train)
+        return lambda Z: scaler.transform(Z).astype(np.float32)
+    if kind == "l2":
+        return lambda Z: normalize(Z).astype(np.float32)
+    return lambda Z: np.asarray(Z, dtype=np.float32)
 
 
 def _select_methods(args, n_features):

@@ -8,9 +8,8 @@ needs no labels -- typically a :class:`skkvb._backbone.FrozenBackboneTransformer
 ``joblib.Memory``, keyed on the encoder's name, the image shape and the
 inputs, so a second run does not recompute them.
 
-Whatever the encoder, the benchmark then standardises the embeddings with a
-scaler fitted on the training inputs (no labels), as a fixed part of the
-encoder.
+The benchmark then applies the feature scaling of ``--scaling`` (by default
+none) to the embeddings of every method.
 """
 
 import contextlib
