@@ -15,6 +15,7 @@ the recorded figures use the defaults.
 """
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -29,6 +30,11 @@ from skkvb.streams import ClassIncrementalSplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_engine import synthetic_embeddings  # noqa: E402
+
+
+def load():
+    """The 1-minute load average: other jobs on the cores slow every figure."""
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def peak_rss_gb():
@@ -58,7 +64,7 @@ def main(argv=None):
         f"paper protocol: {args.n_train} x 512 train, {args.n_test} test, C=256 K=4096 d_k=14, "
         f"keys {args.key_epochs} epochs, 5 phases x {args.value_epochs} epochs at lr "
         f"{args.learning_rate}, batch 256; device {args.device} ({device_name}), "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {load()} at start",
         flush=True,
     )
     total_start = time.perf_counter()
@@ -67,7 +73,10 @@ def main(argv=None):
         n_codebooks=256, n_keys=4096, key_dim=14, n_epochs=args.key_epochs,
         device=args.device, random_state=0,
     ).fit(X_train)
-    print(f"key fitting ({args.key_epochs} epochs): {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"key fitting ({args.key_epochs} epochs): {time.perf_counter() - start:.1f} s ({load()})",
+        flush=True,
+    )
 
     model = KeyValueBottleneckClassifier(
         codebook=FrozenEstimator(codebook), value_update="sgd",
@@ -80,12 +89,12 @@ def main(argv=None):
         model.partial_fit(X_train[part], y_train[part])
         print(
             f"phase {phase}: {len(part)} samples, codes + {args.value_epochs} epochs: "
-            f"{time.perf_counter() - start:.1f} s",
+            f"{time.perf_counter() - start:.1f} s ({load()})",
             flush=True,
         )
     start = time.perf_counter()
     accuracy = model.score(X_test, y_test)
-    print(f"prediction of {args.n_test}: {time.perf_counter() - start:.1f} s")
+    print(f"prediction of {args.n_test}: {time.perf_counter() - start:.1f} s ({load()})")
     total = time.perf_counter() - total_start
     print(f"total wall time: {total:.1f} s ({total / 60:.1f} min)")
     print(f"peak resident memory: {peak_rss_gb():.2f} GB")

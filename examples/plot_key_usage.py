@@ -15,15 +15,14 @@ prediction time.
 # Keys and values on digits
 # -------------------------
 #
-# 64 codebooks of 512 keys each, fitted without labels on the standardised
-# training images, then frozen; the values are trained on the labelled
-# training set.
+# 64 codebooks of 512 keys each, fitted without labels on the training images
+# (raw pixels, unscaled), then frozen; the values are learned from the
+# labelled training set with the default counting values.
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 
@@ -31,8 +30,6 @@ X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(
     X, y, test_size=0.3, random_state=0, stratify=y
 )
-scaler = StandardScaler().fit(X_train)
-X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
 
 codebook = KeyCodebook(n_codebooks=64, n_keys=512, key_dim=8, random_state=0).fit(X_train)
 clf = KeyValueBottleneckClassifier(codebook=FrozenEstimator(codebook), random_state=0)
@@ -66,11 +63,16 @@ plt.show()
 # Never-used keys can be pruned
 # -----------------------------
 #
-# A key that no training sample fetched still has the value it started with,
-# zero, in every class column: it carries no information. Such keys could be
-# dropped from a deployed model, and their values with them.
+# A key that no training sample fetched has the same value in every class
+# column: with counting values all its counts are zero, so every class gets
+# ``log(1 / n_classes)``; with SGD values (``value_update="sgd"``) it keeps
+# the zeros it started with. Either way it favours no class and carries no
+# information. Such keys could be dropped from a deployed model, and their
+# values with them.
 values = clf.values_  # (n_codebooks, n_keys, n_classes)
-print(f"largest |value| of a never-used key: {np.abs(values[never_used]).max()}")
+unused_rows = values[never_used]
+print(f"values of never-used keys: from {unused_rows.min():.4f} to {unused_rows.max():.4f}; "
+      f"log(1 / 10) = {np.log(0.1):.4f}")
 print(f"value rows worth keeping: {(~never_used).sum()} of {never_used.size}")
 
 # %%
@@ -78,8 +80,8 @@ print(f"value rows worth keeping: {(~never_used).sum()} of {never_used.size}")
 # ---------------------------------------------
 #
 # A test sample may still land on a never-used key in some codebooks. With
-# ``mask_unused_keys=False`` it fetches the zero value there: that codebook
-# abstains. With ``mask_unused_keys=True`` (the default, as in the paper's
+# ``mask_unused_keys=False`` it fetches that class-neutral value there, which
+# moves every class's logit alike: that codebook abstains. With ``mask_unused_keys=True`` (the default, as in the paper's
 # code) the never-used keys are left out of the search, so each head snaps to
 # its nearest *used* key and every codebook votes. This is what pruning the
 # never-used keys would do.
@@ -123,10 +125,12 @@ plt.show()
 # -----------------------------
 #
 # Keys should cover the distribution the encoder produces for the task. Keys
-# fitted on unrelated data -- here Gaussian noise of the same mean and
-# variance -- leave more keys unused by the task's samples, so the task's
-# data are spread over fewer keys, and accuracy drops.
-noise = np.random.RandomState(0).standard_normal((5000, X_train.shape[1])).astype(np.float32)
+# fitted on unrelated data -- here Gaussian noise with the mean and standard
+# deviation of each pixel of the training images -- leave more keys unused by
+# the task's samples, so the task's data are spread over fewer keys, and
+# accuracy drops a little.
+noise = np.random.RandomState(0).standard_normal((5000, X_train.shape[1]))
+noise = (X_train.mean(0) + X_train.std(0) * noise).astype(np.float32)
 noise_codebook = KeyCodebook(n_codebooks=64, n_keys=512, key_dim=8, random_state=0).fit(noise)
 for name, keys in [("digits", codebook), ("Gaussian noise", noise_codebook)]:
     clf = KeyValueBottleneckClassifier(codebook=FrozenEstimator(keys), random_state=0)
