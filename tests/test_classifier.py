@@ -100,7 +100,7 @@ def test_partial_fit_keeps_an_already_fitted_codebook_without_mutating_it():
 def test_default_classifier_works_out_of_the_box():
     X, y = load_iris(return_X_y=True)
     clf = KeyValueBottleneckClassifier(random_state=0).fit(X, y)
-    assert clf.codebook_.keys_.shape == (256, 4096, 14)
+    assert clf.codebook_.keys_.shape == (64, 4096, 32)
     assert clf.score(X, y) > 0.9
 
 
