@@ -41,7 +41,7 @@ SCALINGS = ("none", "standard", "l2")
 
 EPILOG = """\
 examples:
-  skkvb-bench                                   # digits, raw pixels, ~6 minutes on 2 cores
+  skkvb-bench                                   # digits, raw pixels, ~3 minutes on 2 cores
   skkvb-bench --dataset toy --methods dkvb,dkvb-400,sgd,mlp
   skkvb-bench --dataset fashion-mnist --encoder efficientnet-lite0 --key-data mnist
   skkvb-bench --dataset my_data.npz --phases 3 --epochs 20 --seeds 0,1
