@@ -36,9 +36,10 @@ import joblib
 import numpy as np
 import torch
 from sklearn.frozen import FrozenEstimator
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import StandardScaler, normalize
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
+from skkvb._codebook import prepare_keys
 from skkvb.bench._cli import _default_cache_dir
 from skkvb.bench._datasets import load_dataset
 from skkvb.bench._encoders import embed
@@ -56,8 +57,7 @@ def normalise(kind, Z_key, Z_train, Z_test):
     if kind == "none":
         return Z_key, Z_train, Z_test
     if kind == "l2":
-        unit = lambda Z: (Z / np.linalg.norm(Z, axis=1, keepdims=True)).astype(np.float32)  # noqa
-        return unit(Z_key), unit(Z_train), unit(Z_test)
+        return tuple(normalize(Z).astype(np.float32) for Z in (Z_key, Z_train, Z_test))
     if kind == "own":  # each dataset standardised with its own statistics
         key_scaler, task_scaler = StandardScaler().fit(Z_key), StandardScaler().fit(Z_train)
         as32 = lambda Z: Z.astype(np.float32)  # noqa: E731
@@ -87,13 +87,14 @@ def top_keys(codebook, Z, top_k, block=512):
     """Indices (N, C, k) and squared distances (N, C, k) of the k nearest keys."""
     keys = torch.as_tensor(codebook.keys_)
     projection = torch.as_tensor(codebook.projection_)
-    key_sq = keys.pow(2).sum(-1)  # (C, K)
+    keys_t, key_sq_norms = prepare_keys(keys)  # the engine's search operands
     n_codebooks = keys.shape[0]
     indices, distances = [], []
     for start in range(0, len(Z), block):
         heads = (torch.as_tensor(Z[start : start + block]) @ projection).view(-1, n_codebooks, keys.shape[2])
         heads = heads.transpose(0, 1)  # (C, n, d)
-        d2 = heads.pow(2).sum(-1, keepdim=True) - 2 * heads @ keys.transpose(1, 2) + key_sq.unsqueeze(1)
+        d2 = torch.baddbmm(key_sq_norms, heads, keys_t, alpha=-2.0)
+        d2 += heads.pow(2).sum(-1, keepdim=True)  # true squared distances, for weighting
         values, index = torch.topk(d2, top_k, dim=2, largest=False)
         indices.append(index.transpose(0, 1))
         distances.append(values.clamp_min(0).transpose(0, 1))

@@ -18,18 +18,20 @@ same for every run; only the learning rate and the epochs per phase differ.
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import joblib
-import numpy as np
 import torch
 from sklearn.frozen import FrozenEstimator
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 from skkvb.bench._cli import _default_cache_dir
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
 from skkvb.streams import ClassIncrementalSplit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from explore_values import load_embeddings  # noqa: E402
 
 DEFAULT_SHAPES = {"digits": "64x128x8", "fashion-mnist": "64x512x8"}
 
@@ -58,10 +60,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    data = load_dataset(args.dataset)
     memory = joblib.Memory(_default_cache_dir(), verbose=0)
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory)
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory)
+    Z_train, y_train, Z_test, y_test = load_embeddings(args.dataset, args.encoder, memory)
     C, K, d = (int(v) for v in (args.shape or DEFAULT_SHAPES[args.dataset]).split("x"))
     codebook = KeyCodebook(n_codebooks=C, n_keys=K, key_dim=d, random_state=args.seed)
     codebook.fit(Z_train)
@@ -73,13 +73,13 @@ def main(argv=None):
     )
     print(f"{'run':<22}{'lr':>8}{'epochs/phase':>14}{'accuracy':>10}{'seconds':>10}")
     paper_accuracy, seconds = run_stream(
-        codebook, 0.3, args.paper_epochs, Z_train, data.y_train, Z_test, data.y_test, args.seed
+        codebook, 0.3, args.paper_epochs, Z_train, y_train, Z_test, y_test, args.seed
     )
     print(f"{'paper':<22}{0.3:>8g}{args.paper_epochs:>14}{paper_accuracy:>10.4f}{seconds:>10.1f}")
     reached = None
     for epochs in (int(e) for e in args.auto_epochs.split(",")):
         accuracy, seconds = run_stream(
-            codebook, "auto", epochs, Z_train, data.y_train, Z_test, data.y_test, args.seed
+            codebook, "auto", epochs, Z_train, y_train, Z_test, y_test, args.seed
         )
         print(f"{'learning_rate=auto':<22}{C * 1.0:>8g}{epochs:>14}{accuracy:>10.4f}{seconds:>10.1f}")
         if reached is None and accuracy >= paper_accuracy - 0.01:

@@ -47,7 +47,8 @@ def dkvb_shape_for(n_features):
     within 0.3 points of the best on digits (see the "Accuracy" page of the
     documentation). ``--dkvb-shape 256x4096x14`` gives the paper's.
     """
-    return 64, 4096, 32
+    defaults = KeyCodebook().get_params()
+    return defaults["n_codebooks"], defaults["n_keys"], defaults["key_dim"]
 
 
 def _dkvb(name, description, codebook_params, device, value_update="count"):
