@@ -1,58 +1,42 @@
-"""KeyValueBottleneckClassifier: class values on top of frozen key codebooks."""
+"""KeyValueBottleneckClassifier: class values on top of frozen key codebooks.
+
+The estimator validates inputs, owns the codebook and the label set, and turns
+inputs into codes; what the values are and how they learn is the engine's
+value model chosen by ``value_update`` (:mod:`skkvb.engine.values`).
+"""
 
 import copy
-import numbers
-import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    FLOAT_DTYPES,
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._codebook import count_usage, prepare_keys
-from ._device import resolve_device, single_threaded, state_to_cpu, state_to_device
-from ._key_codebook import KeyCodebook, check_float32_range, encode_array
-from ._persistence import all_or_nothing, tag_state, untag_state
-from ._validation import check_fraction, check_positive_int
-from ._values import (
-    add_counts,
-    count_values,
-    decode,
-    decode_counts,
-    decode_stable,
-    flat_codes,
-    sgd_step,
-    zero_values,
-)
+from ._device import DeviceMixin, resolve_device
+from ._encoding import encode_array
+from ._key_codebook import KeyCodebook
+from ._labels import extend_label_set, label_kind, start_label_set
+from ._persistence import all_or_nothing
+from ._validation import validate_features
+from .engine.codes import count_usage, flat_codes, prepare_keys
+from .engine.threads import single_threaded
+from .engine.values import VALUE_MODELS
 
-__all__ = ["KeyValueBottleneckClassifier", "auto_learning_rate"]
+__all__ = ["KeyValueBottleneckClassifier"]
 
-# Step size per codebook of learning_rate="auto" (see auto_learning_rate).
-AUTO_LEARNING_RATE_PER_CODEBOOK = 1.0
 # Rows encoded and decoded at a time in prediction, to bound memory.
 PREDICT_CHUNK_ROWS = 4096
-VALUE_UPDATES = ("sgd", "count")
-
-
-def auto_learning_rate(n_codebooks):
-    """The learning rate that ``learning_rate="auto"`` uses: ``1.0 * C``.
-
-    Logits are the mean of C fetched values, so a plain SGD step of size lr
-    moves each logit by only about lr / C. Scaling lr with C gives every logit
-    a step of about 1 whatever the number of codebooks; the paper's fixed 0.3
-    (a logit step of 0.3 / 256 with 256 codebooks) is why it needs thousands
-    of epochs.
-    """
-    return AUTO_LEARNING_RATE_PER_CODEBOOK * n_codebooks
 
 
 def _is_fitted(estimator):
@@ -63,51 +47,7 @@ def _is_fitted(estimator):
     return True
 
 
-def _label_kind(labels, name):
-    """``"number"`` or ``"string"``: what ``labels`` hold; a ValueError if they mix."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind in "biuf":
-        return "number"
-    if labels.dtype.kind in "US":
-        return "string"
-    types = {type(label) for label in labels.ravel()}
-    kinds = {
-        "string" if issubclass(t, str) else "number" if issubclass(t, numbers.Number) else t
-        for t in types
-    }
-    if len(kinds) > 1 or (kinds and not kinds <= {"string", "number"}):
-        names = ", ".join(sorted(t.__name__ for t in types))
-        raise ValueError(
-            f"{name} has labels of types {names}; labels must be all numbers or all "
-            "strings."
-        )
-    return kinds.pop() if kinds else "number"
-
-
-@contextmanager
-def _values_restored_on_error(values, rows):
-    """Undo in-place SGD on ``values`` when the block raises (KeyboardInterrupt too).
-
-    Only the rows in ``rows`` can change, so those are copied -- or the whole
-    table when ``rows`` lists more entries than it has rows: at most one table,
-    once per call. They are copied back only on failure.
-    """
-    flat = rows.reshape(-1)
-    if flat.numel() < values.shape[0]:
-        saved = values.index_select(0, flat)
-    else:
-        flat, saved = None, values.clone()
-    try:
-        yield
-    except BaseException:
-        if flat is None:
-            values.copy_(saved)
-        else:  # a row listed twice was saved twice with the same value: order is moot
-            values.index_copy_(0, flat, saved)
-        raise
-
-
-class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
+class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     """Discrete Key-Value Bottleneck classifier for streaming, class-incremental data.
 
     Inputs (typically embeddings of a frozen encoder) are split into heads by a
@@ -116,8 +56,8 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     logits. Only values are trained -- by default in one pass, as the
     log-smoothed class counts of each key, or with plain SGD on a
     label-smoothed cross-entropy (the paper's way) -- and a sample only ever
-    updates the values it fetched: what was learned from other regions of input space is not overwritten, so
-    learning new classes from a stream (no task boundaries, no replay) does not
+    updates the values it fetched: what was learned from other regions of
+    input space is not overwritten, so learning new classes from a stream (no task boundaries, no replay) does not
     forget old ones.
 
     Parameters
@@ -140,7 +80,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     label_smoothing : float, default=0.1
         Label smoothing of the cross-entropy, in [0, 1), with
         ``value_update="sgd"``.
-    partial_fit_epochs : int, default=1
+    partial_fit_max_iter : int, default=1
         Epochs over the batch given to each :meth:`partial_fit` call, with
         ``value_update="sgd"`` (a batch is counted once). Codes are computed
         once per call, so several epochs cost little.
@@ -150,7 +90,8 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         does: never-trained values carry no information.
     device : str or torch.device, default="auto"
         Where values are trained and predictions computed; ``"auto"`` picks
-        CUDA when available. Results are always numpy arrays.
+        CUDA when available. A GPU that is not available falls back to the CPU
+        with a warning. Results are always numpy arrays.
     random_state : int, RandomState instance or None, default=None
         Seeds the batch order and, when the codebook has no ``random_state`` of
         its own, the codebook.
@@ -161,7 +102,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         the classes of the training samples that fetched it; the value of
         class y is ``log((count_y + a) / (count + a * n_classes))`` with
         ``a = count_smoothing``. Exactly independent of the order of the
-        samples, and the most accurate setting we measured (see Notes).
+        samples (see Notes).
         ``"sgd"``: the paper's plain SGD on the cross-entropy.
     count_smoothing : float, default=0.1
         Additive smoothing ``a > 0`` of the counts, with
@@ -224,10 +165,8 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     count zero everywhere, so it enters as a zero column -- exactly the
     column it would have had from the start. Only rows of fetched keys
     change, as with SGD (adding a class changes the ``a * n_classes`` term
-    of every row, a per-row constant that moves no prediction). Counting is
-    the default because it was the most accurate value rule on every dataset
-    of our exploration (digits, MNIST and Fashion-MNIST embeddings; see the
-    "Accuracy" page of the documentation), with no epochs to tune.
+    of every row, a per-row constant that moves no prediction). The
+    "Accuracy" page of the documentation compares counting with SGD.
     Switching ``value_update`` between :meth:`partial_fit` calls raises
     ``ValueError``; :meth:`fit` starts again in the new mode.
 
@@ -262,6 +201,11 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     loading one written in a format this version cannot read raises
     ``ValueError``.
 
+    *Hyperparameters* are checked when :meth:`fit` or :meth:`partial_fit` is
+    called (``count_smoothing`` also at prediction); an invalid one raises
+    :class:`~sklearn.utils._param_validation.InvalidParameterError` (a
+    ``ValueError``) naming it, and the classifier is left as it was.
+
     References
     ----------
     .. [1] F. Träuble, A. Goyal, N. Rahaman, M. Mozer, K. Kawaguchi, Y. Bengio
@@ -285,6 +229,21 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints: dict = {
+        "codebook": [HasMethods(["fit", "transform", "engine_tensors"]), None],
+        "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "partial_fit_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "mask_unused_keys": ["boolean"],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "value_update": [StrOptions(set(VALUE_MODELS))],
+        "count_smoothing": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(
         self,
         codebook=None,
@@ -292,7 +251,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         max_iter=30,
         batch_size=256,
         label_smoothing=0.1,
-        partial_fit_epochs=1,
+        partial_fit_max_iter=1,
         mask_unused_keys=True,
         device="auto",
         random_state=None,
@@ -305,7 +264,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.label_smoothing = label_smoothing
-        self.partial_fit_epochs = partial_fit_epochs
+        self.partial_fit_max_iter = partial_fit_max_iter
         self.mask_unused_keys = mask_unused_keys
         self.device = device
         self.random_state = random_state
@@ -315,6 +274,7 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @_fit_context(prefer_skip_nested_validation=False)
     @all_or_nothing
     def fit(self, X, y):
         """Fit the codebook on X without labels, then train values from zero
@@ -333,21 +293,20 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         X, y = self._validate(X, y, reset=True)
-        device = self._check_params()
         random_state = check_random_state(self.random_state)
         codebook = self._new_codebook(random_state)
         if not _is_fitted(codebook):
             codebook.fit(X)
         self._check_codebook(codebook, X.shape[1])
-        classes = np.unique(y)
         self._random_state = random_state
-        self._start(codebook, classes, growing=False, device=device)
-        self._train(X, np.searchsorted(classes, y), None, self.max_iter)
+        self._start(codebook, np.unique(y), fixed=True)
+        self._learn(X, y, None, self.max_iter)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=False)
     @all_or_nothing
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """Train values on one batch of a stream for ``partial_fit_epochs`` epochs
+        """Train values on one batch of a stream for ``partial_fit_max_iter`` epochs
         (with ``value_update="count"``: add the batch's counts, one pass).
 
         Codes of the batch are computed once. The first call fits the codebook
@@ -372,76 +331,45 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
             The updated classifier.
         """
         first_call = not hasattr(self, "classes_")
+        if not first_call:  # _fit_context checks parameters on the first call only
+            self._validate_params()
         X, y = self._validate(X, y, reset=first_call)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float32, ensure_non_negative=True,
             allow_all_zero_weights=True,
         )
-        device = self._check_params()
         if first_call:
+            known, fixed = start_label_set(y, classes)
             random_state = check_random_state(self.random_state)
-            fixed = classes is not None
-            known = self._check_classes(classes, y) if fixed else np.unique(y)
-            self._check_labels(y, known, fixed)
             codebook = self._codebook_for_stream(X, random_state)
             self._random_state = random_state
-            self._start(codebook, known, growing=not fixed, device=device)
-            in_place = False
+            self._start(codebook, known, fixed)
+            trained_before = False
         else:
             self._check_same_value_update()
-            self._check_label_kind(y)
-            self._check_later_classes(classes)
-            self._check_labels(y, self.classes_, not self._growing)
-            in_place = not self._add_classes(np.setdiff1d(np.unique(y), self.classes_))
-        labels = np.searchsorted(self.classes_, y)
-        self._train(X, labels, sample_weight, self.partial_fit_epochs, in_place=in_place)
+            self.classes_, source = extend_label_set(self.classes_, self._fixed_classes, y, classes)
+            trained_before = source is None
+            if source is not None:  # a new model: the snapshot keeps the old one whole
+                self._value_model = self._value_model.add_classes(source)
+        self._learn(X, y, sample_weight, self.partial_fit_max_iter, trained_before)
         return self
 
     def _validate(self, X, y, reset):
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
-        _label_kind(y, "y")
+        X, y = validate_features(self, X, y, reset=reset)
+        label_kind(y, "y")
         check_classification_targets(y)
-        return check_float32_range(X), y
-
-    def _check_params(self):
-        if not (isinstance(self.learning_rate, str) and self.learning_rate == "auto"):
-            check_scalar(
-                self.learning_rate, "learning_rate", numbers.Real,
-                min_val=0.0, include_boundaries="neither",
-            )
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_int(self.batch_size, "batch_size")
-        check_fraction(self.label_smoothing, "label_smoothing", closed_right=False)
-        check_positive_int(self.partial_fit_epochs, "partial_fit_epochs")
-        check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
-        check_scalar(self.mask_unused_keys, "mask_unused_keys", (bool, np.bool_))
-        if not (isinstance(self.value_update, str) and self.value_update in VALUE_UPDATES):
-            raise ValueError(
-                f"value_update must be one of {', '.join(map(repr, VALUE_UPDATES))}; "
-                f"got {self.value_update!r}."
-            )
-        self._check_count_smoothing()
-        if self.codebook is not None and not hasattr(self.codebook, "engine_tensors"):
-            raise TypeError(
-                "codebook must be a KeyCodebook, a FrozenEstimator wrapping one, "
-                f"or None; got {type(self.codebook).__name__}."
-            )
-        return resolve_device(self.device)
-
-    def _check_count_smoothing(self):
-        check_scalar(
-            self.count_smoothing, "count_smoothing", numbers.Real,
-            min_val=0.0, max_val=np.inf, include_boundaries="neither",
-        )
+        return X, y
 
     def _check_same_value_update(self):
-        trained = "count" if self._counting() else "sgd"
+        trained = self._value_model.name
         if self.value_update != trained:
             raise ValueError(
                 f"value_update={self.value_update!r}, but this classifier was trained "
                 f"with value_update={trained!r}; partial_fit cannot switch. Call fit to "
                 "start again."
             )
+
+    # ------------------------------------------------------------ codebook
 
     def _new_codebook(self, random_state):
         """A clone of the codebook parameter, seeded from our random_state when
@@ -477,192 +405,89 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
                 f"{codebook.projection_.shape[0]} features."
             )
 
-    @staticmethod
-    def _check_classes(classes, y):
-        classes = np.asarray(classes)
-        if classes.ndim != 1 or classes.size == 0:
-            raise ValueError(
-                f"classes must be a non-empty 1-D array of labels; got shape {classes.shape}."
-            )
-        kind, y_kind = _label_kind(classes, "classes"), _label_kind(y, "y")
-        if kind != y_kind:
-            raise ValueError(f"classes holds {kind} labels, but y holds {y_kind} labels.")
-        return np.unique(classes)
-
-    def _check_label_kind(self, y):
-        kind, known = _label_kind(y, "y"), _label_kind(self.classes_, "classes_")
-        if kind != known:
-            raise ValueError(
-                f"y holds {kind} labels, but the classes seen so far are {known}s: "
-                f"{self.classes_.tolist()[:10]}."
-            )
-
-    @staticmethod
-    def _check_labels(y, known, fixed):
-        if fixed:
-            unknown = np.setdiff1d(np.unique(y), known)
-            if unknown.size:
-                raise ValueError(
-                    f"y contains labels {unknown.tolist()} that are not in classes "
-                    f"{np.asarray(known).tolist()}."
-                )
-
-    def _check_later_classes(self, classes):
-        if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(
-                "classes may only be given on the first call to partial_fit, or "
-                f"equal to classes_ {self.classes_.tolist()}; got {np.unique(classes).tolist()}."
-            )
-
-    # -------------------------------------------------------- value state
-
-    def _start(self, codebook, classes, growing, device):
-        """Fresh fitted state: zero values (or zero counts), zero usage."""
-        self.codebook_ = codebook
-        self.classes_ = np.asarray(classes)
-        self._growing = growing
-        n_codebooks, n_keys, _ = codebook.keys_.shape
-        # Drop the table of a previous fit in the other mode: the one that
-        # exists says which mode the classifier was trained in.
-        vars(self).pop("_values", None)
-        vars(self).pop("_counts", None)
-        if self.value_update == "count":  # a class never seen has zero counts: no extra column
-            self._counts = zero_values(n_codebooks, n_keys, len(classes), device)
-        else:
-            n_outputs = len(classes) + int(growing)
-            self._values = zero_values(n_codebooks, n_keys, n_outputs, device)
-        self.key_usage_ = np.zeros((n_codebooks, n_keys), dtype=np.int64)
-        self.t_ = 0
-        self.n_iter_ = 0
-
-    def _add_classes(self, new_classes):
-        """Insert new classes in sorted position, each a copy of the unseen column
-        (of zeros, for counts).
-
-        Returns whether it did (the table is then a new tensor).
-        """
-        if new_classes.size == 0:
-            return False
-        classes = np.union1d(self.classes_, new_classes)
-        table = self._table()
-        unseen_column = len(self.classes_)
-        if self._counting():
-            table = torch.cat([table, table.new_zeros(table.shape[0], 1)], dim=1)
-        source = np.where(
-            np.isin(classes, self.classes_),
-            np.searchsorted(self.classes_, classes),
-            unseen_column,
-        )
-        if self._counting():
-            self._counts = table[:, torch.as_tensor(source, device=table.device)]
-        else:
-            source = np.append(source, unseen_column)
-            self._values = table[:, torch.as_tensor(source, device=table.device)]
-        self.classes_ = classes
-        return True
-
-    def _counting(self):
-        """Whether the fitted table holds class counts (value_update="count")."""
-        return hasattr(self, "_counts")
-
-    def _table(self):
-        """The fitted tensor: class counts, or the SGD-trained values."""
-        return self._counts if self._counting() else self._values
-
     # ------------------------------------------------------------ training
 
-    def _learning_rate(self):
-        if isinstance(self.learning_rate, str):
-            return auto_learning_rate(self.codebook_.keys_.shape[0])
-        return float(self.learning_rate)
+    def _start(self, codebook, classes, fixed):
+        """Fresh fitted state: the value model of ``value_update``, zero usage."""
+        self.codebook_ = codebook
+        self.classes_ = np.asarray(classes)
+        self._fixed_classes = fixed
+        n_codebooks, n_keys, _ = codebook.keys_.shape
+        model_class = VALUE_MODELS[self.value_update]
+        self._value_model = model_class(
+            n_codebooks, n_keys, len(classes), growing=not fixed,
+            device=resolve_device(self.device),
+        )
+        self.key_usage_ = np.zeros((n_codebooks, n_keys), dtype=np.int64)
+
+    def _rule_parameters(self):
+        """The parameters the value rule reads, by name, from this estimator."""
+        return {name: getattr(self, name) for name in self._value_model.hyperparameters}
+
+    def _learn(self, X, y, sample_weight, max_iter, trained_before=False):
+        """X -> codes (once) -> the value model's update; then key usage.
+
+        ``trained_before``: the model existed before this call, so the rows the
+        batch fetches are put back if training raises (a new model is simply
+        dropped with the rest of the call's state).
+        """
+        model = self._value_model
+        device = model.device
+        codes = self._codes(X)
+        rows = flat_codes(codes, model.n_keys)
+        labels = torch.as_tensor(np.searchsorted(self.classes_, y), device=device)
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
+        guard = model.restored_on_error(rows) if trained_before else nullcontext()
+        with single_threaded(), guard:
+            self.n_iter_ = model.update(
+                rows, labels, weights, max_iter=max_iter, random_state=self._random_state,
+                verbose=self.verbose, **self._rule_parameters(),
+            )
+            used = codes if weights is None else codes[weights > 0]
+            self.key_usage_ = self.key_usage_ + count_usage(used, model.n_keys).cpu().numpy()
+
+    # ---------------------------------------------------------- prediction
 
     def _codes(self, X, key_mask=None):
         return self._chunk_encoder(key_mask)(X)
 
     def _chunk_encoder(self, key_mask):
         """Codes of one chunk of X, with the keys moved and prepared once per call."""
-        projection, keys = self.codebook_.engine_tensors(self._table().device)
+        projection, keys = self.codebook_.engine_tensors(self._value_model.device)
         prepared = prepare_keys(keys, key_mask)
         return lambda chunk: encode_array(chunk, projection, keys, prepared=prepared)
-
-    def _train(self, X, labels, sample_weight, n_epochs, in_place=False):
-        """SGD on the values for ``n_epochs`` epochs over X (or one pass of
-        counting: ``n_epochs`` is then ignored); codes computed once.
-
-        ``in_place``: the table existed before this call, so the rows the batch
-        fetches are put back if training raises (a new table is simply dropped).
-        """
-        table = self._table()
-        device = table.device
-        n_keys = self.codebook_.keys_.shape[1]
-        codes = self._codes(X)
-        rows = flat_codes(codes, n_keys)
-        labels = torch.as_tensor(labels, dtype=torch.int64, device=device)
-        weights = None
-        if sample_weight is not None:
-            weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
-        guard = _values_restored_on_error(table, rows) if in_place else nullcontext()
-        with single_threaded(), guard:
-            if self._counting():
-                add_counts(self._counts, rows, labels, weights)
-                n_epochs = 1
-            else:
-                self._sgd_epochs(rows, labels, weights, self._learning_rate(), n_epochs)
-            used = codes if weights is None else codes[weights > 0]
-            self.key_usage_ = self.key_usage_ + count_usage(used, n_keys).cpu().numpy()
-        self.n_iter_ = n_epochs
-
-    def _sgd_epochs(self, rows, labels, weights, learning_rate, n_epochs):
-        device = self._values.device
-        n_samples = rows.shape[0]
-        for epoch in range(n_epochs):
-            tic = time.perf_counter()
-            order = torch.as_tensor(self._random_state.permutation(n_samples), device=device)
-            for start in range(0, n_samples, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                sgd_step(
-                    self._values, rows[batch], labels[batch], learning_rate,
-                    self.label_smoothing, None if weights is None else weights[batch],
-                )
-                self.t_ += 1
-            if self.verbose:
-                self._report_epoch(epoch, rows, labels, time.perf_counter() - tic)
-
-    def _report_epoch(self, epoch, rows, labels, seconds):
-        logits = decode(self._values, rows)
-        loss = torch.nn.functional.cross_entropy(
-            logits, labels, label_smoothing=self.label_smoothing
-        )
-        print(f"-- Epoch {epoch + 1}: loss {loss.item():.4f}, {seconds:.4f} s", flush=True)
-
-    # ---------------------------------------------------------- prediction
 
     def _key_mask(self):
         if not self.mask_unused_keys:
             return None
-        used = torch.as_tensor(self.key_usage_ > 0, device=self._table().device)
+        used = torch.as_tensor(self.key_usage_ > 0, device=self._value_model.device)
         # A codebook no sample has fetched from (all weights zero) stays unmasked.
         return used | ~used.any(1, keepdim=True)
 
+    def _prediction_parameters(self):
+        """The rule's parameters, checked again: some are read at prediction and
+        may have been set since fit."""
+        parameters = self._rule_parameters()
+        validate_parameter_constraints(
+            {name: self._parameter_constraints[name] for name in parameters},
+            parameters,
+            caller_name=type(self).__name__,
+        )
+        return parameters
+
     def _logits(self, X):
-        """Logits of the known classes (the unseen column dropped), numpy (N, n_classes)."""
+        """Logits of the classes of ``classes_``, numpy (N, n_classes)."""
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=False)
-        X = check_float32_range(X)
-        n_keys = self.codebook_.keys_.shape[1]
-        key_mask = self._key_mask()
-        n_classes = len(self.classes_)
-        if self._counting():
-            self._check_count_smoothing()
-            smoothing = float(self.count_smoothing)
-            decoder = lambda rows: decode_counts(self._counts, rows, smoothing)  # noqa: E731
-        else:
-            decoder = lambda rows: decode_stable(self._values, rows)  # noqa: E731
-        encode_chunk = self._chunk_encoder(key_mask)
-        out = np.empty((X.shape[0], n_classes), dtype=np.float32)
+        X = validate_features(self, X, reset=False)
+        parameters = self._prediction_parameters()
+        encode_chunk = self._chunk_encoder(self._key_mask())
+        out = np.empty((X.shape[0], len(self.classes_)), dtype=np.float32)
         for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
             codes = encode_chunk(X[start : start + PREDICT_CHUNK_ROWS])
-            logits = decoder(flat_codes(codes, n_keys))[:, :n_classes]
+            rows = flat_codes(codes, self._value_model.n_keys)
+            logits = self._value_model.logits(rows, **parameters)
             out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
         return out
 
@@ -737,34 +562,23 @@ class KeyValueBottleneckClassifier(ClassifierMixin, BaseEstimator):
     def values_(self):
         check_is_fitted(self)
         n_codebooks, n_keys, _ = self.codebook_.keys_.shape
-        if self._counting():
-            self._check_count_smoothing()
-            table = count_values(self._counts, float(self.count_smoothing)).cpu().numpy()
-        else:
-            table = self._values[:, : len(self.classes_)].cpu().numpy().copy()
-        return table.reshape(n_codebooks, n_keys, -1)
+        table = self._value_model.values(**self._prediction_parameters())
+        return table.cpu().numpy().copy().reshape(n_codebooks, n_keys, -1)
 
     @property
     def class_counts_(self):
         check_is_fitted(self)
-        if not self._counting():
-            raise AttributeError("class_counts_ exists with value_update='count' only.")
         n_codebooks, n_keys, _ = self.codebook_.keys_.shape
-        return self._counts.cpu().numpy().copy().reshape(n_codebooks, n_keys, -1)
+        try:
+            counts = self._value_model.class_counts()
+        except AttributeError:
+            raise AttributeError("class_counts_ exists with value_update='count' only.") from None
+        return counts.cpu().numpy().copy().reshape(n_codebooks, n_keys, -1)
 
-    # --------------------------------------------------------- persistence
-
-    def __getstate__(self):
-        """Pickle with every tensor on the CPU (loads on machines without a GPU)
-        and the state format tagged."""
-        return tag_state(state_to_cpu(super().__getstate__()))
-
-    def __setstate__(self, state):
-        state, _ = state_to_device(untag_state(state, type(self).__name__))
-        # Written before value_update existed: the SGD-trained model it is.
-        state.setdefault("value_update", "sgd")
-        state.setdefault("count_smoothing", 1.0)
-        super().__setstate__(state)
+    @property
+    def t_(self):
+        check_is_fitted(self)
+        return self._value_model.n_steps
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,143 +1,158 @@
-"""Device resolution, seeding and CPU <-> device moves of fitted state.
+"""One device mechanism for every estimator.
 
-Shared by every estimator so that "auto", pickling and seeding behave the same
-everywhere. Imports torch and numpy only.
+- :func:`resolve_device` turns a ``device`` parameter (``"auto"``, ``"cpu"``,
+  ``"cuda"``, ``"cuda:N"``, a :class:`torch.device`) into a device that exists
+  here; a requested GPU that is absent falls back to the CPU with a warning.
+- :func:`state_to_cpu` and :func:`state_to_device` move an estimator's fitted
+  state (tensors, torch modules, engine value models) to the CPU for pickling
+  and back to the device it came from when loading -- or to the CPU, with a
+  warning, on a machine without that device.
+- :class:`DeviceMixin` gives every estimator both: its ``device`` parameter is
+  checked with the others, and its pickles are device-independent and versioned.
+
+Python's warnings machinery shows each of these warnings once per place in the
+code (its default filter), so a loop over a saved GPU model does not flood.
 """
 
-import contextlib
+import copy
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
+from sklearn.utils._param_validation import InvalidParameterError
 
-__all__ = [
-    "draw_seed",
-    "resolve_device",
-    "single_threaded",
-    "split_over_threads",
-    "state_to_cpu",
-    "state_to_device",
-    "torch_generator",
-]
+from ._persistence import tag_state, untag_state
+
+__all__ = ["DeviceMixin", "check_device", "resolve_device", "state_to_cpu", "state_to_device"]
+
+_SAVED_DEVICE_KEY = "_saved_device"
 
 
 def resolve_device(device):
-    """Return the :class:`torch.device` that ``device`` names.
+    """Return the :class:`torch.device` that a ``device`` parameter names.
 
-    ``"auto"`` means CUDA when it is available, else the CPU. A CUDA device that
-    is not available raises a ``ValueError`` naming the parameter.
+    ``"auto"`` (or ``None``) means CUDA when it is available, else the CPU. A
+    device that is not valid raises ``InvalidParameterError`` naming the
+    parameter; a valid one that this machine lacks gives the CPU and a
+    ``UserWarning``.
     """
-    if device is None or (isinstance(device, str) and device == "auto"):
+    resolved = check_device(device)
+    if resolved is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
-            "'cuda' or 'cuda:N'."
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    if not _available(resolved):
+        warnings.warn(
+            f"device={device!r} was requested but is not available here; running on "
+            "the CPU.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
     return resolved
 
 
-def draw_seed(rng):
-    """Draw a 63-bit integer seed from a numpy ``RandomState``."""
-    return int(rng.randint(0, np.iinfo(np.int32).max)) * 2**31 + int(
-        rng.randint(0, np.iinfo(np.int32).max)
-    )
+def check_device(device):
+    """The :class:`torch.device` a ``device`` parameter names (None for "auto"),
+    or ``InvalidParameterError``; whether it exists here is not checked."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or a "
+            f"torch.device. Got {device!r} instead."
+        ) from exc
 
 
-def torch_generator(seed):
-    """A CPU torch generator: random draws happen on the CPU so that CPU and GPU
-    runs with the same seed make the same choices."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed))
-    return generator
+def _available(device):
+    if device.type == "cuda":
+        index = 0 if device.index is None else device.index
+        return torch.cuda.is_available() and index < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return True
+
+
+def _device_of(value):
+    """The device of a piece of fitted state, or None if it is not device state."""
+    if isinstance(value, torch.Tensor):
+        return value.device
+    if isinstance(value, torch.nn.Module):
+        tensor = next(iter(value.parameters()), next(iter(value.buffers()), None))
+        return None if tensor is None else tensor.device
+    if hasattr(value, "to") and isinstance(getattr(value, "device", None), torch.device):
+        return value.device  # an engine value model
+    return None
+
+
+def _moved(value, device):
+    """``value`` on ``device``, never moving the original in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device)
+    if isinstance(value, torch.nn.Module):
+        return copy.deepcopy(value).to(device)
+    return value.to(device)
 
 
 def state_to_cpu(state):
-    """Copy of an attribute dict with every tensor moved to the CPU.
+    """Copy of an attribute dict with every piece of device state on the CPU.
 
-    The device each tensor came from is recorded under ``"_saved_device"`` so
-    that unpickling can move it back when that device exists.
+    The device it came from is recorded under ``"_saved_device"``, so that
+    :func:`state_to_device` can move it back where that device exists.
     """
-    out = {}
+    out = dict(state)
     saved_device = None
     for name, value in state.items():
-        if isinstance(value, torch.Tensor):
-            if value.device.type != "cpu":
-                saved_device = str(value.device)
-            value = value.detach().cpu()
-        out[name] = value
-    out["_saved_device"] = saved_device
+        device = _device_of(value)
+        if device is not None and device.type != "cpu":
+            saved_device = str(device)
+            out[name] = _moved(value, "cpu")
+    out[_SAVED_DEVICE_KEY] = saved_device
     return out
 
 
 def state_to_device(state):
-    """Inverse of :func:`state_to_cpu`: move tensors back to their device.
-
-    When the saved device is a GPU that this machine lacks, the tensors stay on
-    the CPU and a ``UserWarning`` says so (the estimator keeps working).
-    """
+    """Inverse of :func:`state_to_cpu`: the attribute dict with its device state
+    on the device it was saved from -- or on the CPU, with a ``UserWarning``,
+    when this machine lacks that device. Attributes that name the saved device
+    (a ``device_``) name the one actually used."""
     state = dict(state)
-    saved_device = state.pop("_saved_device", None)
+    saved_device = state.pop(_SAVED_DEVICE_KEY, None)
     if saved_device is None:
-        return state, None
+        return state
     target = torch.device(saved_device)
-    if target.type == "cuda" and not torch.cuda.is_available():
+    if not _available(target):
         warnings.warn(
-            f"This estimator was saved on {saved_device}, which is not available "
-            "here; its state was loaded on the CPU.",
+            f"This estimator was saved on {saved_device}, which is not available here; "
+            "its state was loaded on the CPU.",
             UserWarning,
+            stacklevel=3,
         )
-        return state, torch.device("cpu")
+        target = torch.device("cpu")
     for name, value in state.items():
-        if isinstance(value, torch.Tensor):
-            state[name] = value.to(target)
-    return state, target
+        if isinstance(value, torch.device) and value.type != "cpu":
+            state[name] = target
+        elif _device_of(value) is not None:
+            state[name] = value.to(target)  # a fresh copy from the pickle: moving in place is fine
+    return state
 
 
-def split_over_threads(work, n_items):
-    """Run ``work(range)`` over contiguous ranges of ``range(n_items)``, one per
-    torch CPU thread, each range on its own single-threaded worker.
+class DeviceMixin:
+    """The device mechanism of an estimator with a ``device`` parameter.
 
-    For loops of many small tensor operations (cache-sized blocks of the key
-    search), torch's own intra-op threads synchronise at every operation; when
-    another process holds a core, each of those barriers stalls (measured: 10x
-    slower than one thread on a loaded 2-core machine). Splitting the loop
-    itself gives the same parallelism with one synchronisation per call.
-    ``torch.set_num_threads`` inside a worker applies to that worker only.
+    Put it left of ``BaseEstimator``. The ``device`` parameter is checked with
+    the others (a device string is beyond sklearn's constraints). Pickles hold
+    every piece of device state on the CPU and carry the state format
+    (:func:`~skkvb._persistence.tag_state`); loading puts the state back on the
+    device it was saved from, or on the CPU with a ``UserWarning`` where that
+    device is missing.
     """
-    n_threads = min(torch.get_num_threads(), n_items)
-    if n_threads <= 1:
-        work(range(n_items))
-        return
-    bounds = [round(i * n_items / n_threads) for i in range(n_threads + 1)]
 
-    def single_threaded(items):
-        torch.set_num_threads(1)
-        work(items)
+    def _validate_params(self):
+        super()._validate_params()
+        check_device(self.device)
 
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        futures = [pool.submit(single_threaded, range(a, b)) for a, b in zip(bounds, bounds[1:])]
-        for future in futures:
-            future.result()
+    def __getstate__(self):
+        return tag_state(state_to_cpu(super().__getstate__()))
 
-
-@contextlib.contextmanager
-def single_threaded():
-    """Run the block with one torch CPU thread in the calling thread only.
-
-    The SGD loop is a sequence of small scatter/gather operations on one
-    batch; intra-op threads add a barrier to each and stall when a core is
-    busy (measured on a loaded 2-core machine: 0.2 s per epoch on one thread,
-    0.6-1.1 s on two). Other threads keep their own setting.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    def __setstate__(self, state):
+        super().__setstate__(state_to_device(untag_state(state, type(self).__name__)))

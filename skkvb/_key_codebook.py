@@ -1,68 +1,39 @@
 """KeyCodebook: the projection and the frozen keys as a scikit-learn transformer."""
 
-import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from ._codebook import EMAState, ema_update, encode, init_ema_state, prepare_keys
 from ._dask import is_dask_array, transform_row_blocks
-from ._device import draw_seed, resolve_device, torch_generator
-from ._persistence import all_or_nothing, tag_state, untag_state
-from ._projection import PROJECTIONS, head_shape, make_projection, project
-from ._validation import check_choice, check_fraction, check_positive_int
+from ._device import DeviceMixin, resolve_device
+from ._encoding import encode_array
+from ._persistence import all_or_nothing
+from ._validation import validate_features
+from .engine.heads import PROJECTIONS, head_shape, make_projection, project
+from .engine.keys import EMAState, ema_update, init_ema_state
+from .engine.seeding import draw_seed, torch_generator
 
-__all__ = ["KeyCodebook", "check_float32_range", "encode_array"]
-
-# Rows of a sparse X densified at a time: a multiple of the engine's encoding
-# block, so a sparse X gets the codes of its dense twin in bounded memory.
-SPARSE_CHUNK_ROWS = 4096
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_float32_range(X):
-    """Reject finite float64 values that the engine's float32 would turn into inf."""
-    if X.dtype != np.float64:
-        return X
-    data = X.data if sp.issparse(X) else X
-    if data.size and max(data.max(), -data.min()) > _FLOAT32_MAX:
-        raise ValueError(
-            "X contains values beyond the float32 range (|x| > 3.4e38); the keys are "
-            "computed in float32, where they would be infinite. Rescale X."
-        )
-    return X
-
-
-def encode_array(X, projection, keys, key_mask=None, prepared=None):
-    """Codes of a validated dense or scipy sparse X: (N, C) int64 tensor.
-
-    A sparse X is densified ``SPARSE_CHUNK_ROWS`` rows at a time; a dense one
-    goes to the engine as it is (the engine converts it block by block).
-    ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it.
-    """
-    if prepared is None:
-        prepared = prepare_keys(keys, key_mask)
-    if not sp.issparse(X):
-        with warnings.catch_warnings():
-            # Read-only arrays (pandas copy-on-write, memory maps) are only read here.
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            return encode(X, projection, keys, prepared=prepared)
-    codes = torch.empty(X.shape[0], keys.shape[0], dtype=torch.int64, device=keys.device)
-    for start in range(0, X.shape[0], SPARSE_CHUNK_ROWS):
-        chunk = X[start : start + SPARSE_CHUNK_ROWS].toarray()
-        codes[start : start + SPARSE_CHUNK_ROWS] = encode(chunk, projection, keys, prepared=prepared)
-    return codes
+__all__ = ["KeyCodebook"]
 
 
 def _dense_rows(rows):
     return rows.toarray() if sp.issparse(rows) else rows
 
 
-class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class KeyCodebook(
+    DeviceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Frozen-key codebooks of a Discrete Key-Value Bottleneck, fitted without labels.
 
     Each input is projected into ``n_codebooks`` heads of dimension ``key_dim``
@@ -80,10 +51,8 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Number of keys K per codebook.
     key_dim : int, default=32
         Dimension d_k of each head and key (``projection="gaussian"`` only).
-        The default shape, 64 x 4096 keys of dimension 32, was the most
-        accurate we measured on frozen-encoder embeddings within the speed
-        bars (see the "Accuracy" page of the documentation); the paper's is
-        ``n_codebooks=256, n_keys=4096, key_dim=14``.
+        The "Accuracy" page of the documentation compares shapes; the paper's
+        is ``n_codebooks=256, n_keys=4096, key_dim=14``.
     projection : {"gaussian", "partition", "none"}, default="gaussian"
         ``"gaussian"``: a fixed Gaussian random projection with unit-norm
         columns, drawn with numpy from ``random_state``. ``"partition"``: split
@@ -93,8 +62,8 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         on the raw input (``n_codebooks`` and ``key_dim`` are ignored).
     decay : float, default=0.95
         EMA decay of the key statistics, in [0, 1).
-    n_epochs : int, default=10
-        Passes over the data in :meth:`fit`. :meth:`partial_fit` makes one.
+    max_iter : int, default=10
+        Passes (epochs) over the data in :meth:`fit`. :meth:`partial_fit` makes one.
     batch_size : int, default=256
         Samples per EMA step.
     dead_key_threshold : float, default=0.1
@@ -102,7 +71,8 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         (this fraction of uniform usage) is re-seeded at a random head of the
         current batch, and its EMA statistics are reset with it.
     device : str or torch.device, default="auto"
-        Where fitting and encoding run; ``"auto"`` picks CUDA when available.
+        Where fitting and encoding run; ``"auto"`` picks CUDA when available. A
+        GPU that is not available falls back to the CPU with a warning.
     random_state : int, RandomState instance or None, default=None
         Seeds the projection, the initial keys, the batch order and revivals.
 
@@ -145,6 +115,11 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     call. Pickles carry a state-format tag; loading one written in a format
     this version cannot read raises ``ValueError``.
 
+    Invalid hyperparameters raise
+    :class:`~sklearn.utils._param_validation.InvalidParameterError` (a
+    ``ValueError``) naming the parameter, when :meth:`fit` or
+    :meth:`partial_fit` is called.
+
     References
     ----------
     .. [1] F. Träuble et al., "Discrete Key-Value Bottleneck", ICML 2023.
@@ -162,6 +137,19 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     (4, 16, 3)
     """
 
+    _parameter_constraints: dict = {
+        "n_codebooks": [Interval(Integral, 1, None, closed="left")],
+        "n_keys": [Interval(Integral, 1, None, closed="left")],
+        "key_dim": [Interval(Integral, 1, None, closed="left")],
+        "projection": [StrOptions(set(PROJECTIONS))],
+        "decay": [Interval(Real, 0, 1, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "dead_key_threshold": [Interval(Real, 0, None, closed="left")],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         n_codebooks=64,
@@ -169,7 +157,7 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         key_dim=32,
         projection="gaussian",
         decay=0.95,
-        n_epochs=10,
+        max_iter=10,
         batch_size=256,
         dead_key_threshold=0.1,
         device="auto",
@@ -180,33 +168,25 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.key_dim = key_dim
         self.projection = projection
         self.decay = decay
-        self.n_epochs = n_epochs
+        self.max_iter = max_iter
         self.batch_size = batch_size
         self.dead_key_threshold = dead_key_threshold
         self.device = device
         self.random_state = random_state
 
-    def _check_params(self, X):
+    def _check_partition(self, X):
         n_features = X.shape[1]
-        check_positive_int(self.n_codebooks, "n_codebooks")
-        check_positive_int(self.n_keys, "n_keys")
-        check_positive_int(self.key_dim, "key_dim")
-        check_choice(self.projection, "projection", PROJECTIONS)
-        check_fraction(self.decay, "decay", closed_right=False)
-        check_positive_int(self.n_epochs, "n_epochs")
-        check_positive_int(self.batch_size, "batch_size")
-        check_fraction(self.dead_key_threshold, "dead_key_threshold", max_val=np.inf)
         if self.projection == "partition" and self.n_codebooks > n_features:
             raise ValueError(
                 f"Found array with {n_features} feature(s) (shape={X.shape}) while "
                 f"projection='partition' with n_codebooks={self.n_codebooks} needs "
                 "at least one feature per codebook."
             )
-        return resolve_device(self.device)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
     def fit(self, X, y=None):
-        """Fit the keys on X by EMA for ``n_epochs`` passes, from scratch.
+        """Fit the keys on X by EMA for ``max_iter`` passes, from scratch.
 
         Parameters
         ----------
@@ -220,17 +200,19 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self : KeyCodebook
             The fitted codebook.
         """
-        X = self._validate(X, reset=True)
-        device = self._check_params(X)
+        X = validate_features(self, X, reset=True)
+        self._check_partition(X)
+        device = resolve_device(self.device)
         self._random_state = check_random_state(self.random_state)
         self._start(X.shape[1])
         state = None
-        for _ in range(self.n_epochs):
+        for _ in range(self.max_iter):
             state = self._ema_epoch(X, self._random_state.permutation(X.shape[0]), state, device)
         self._store(state)
-        self.n_iter_ = self.n_epochs
+        self.n_iter_ = self.max_iter
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
     def partial_fit(self, X, y=None):
         """Update the keys with one EMA pass over X, in the given order.
@@ -251,8 +233,11 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             The updated codebook.
         """
         first_call = not hasattr(self, "keys_")
-        X = self._validate(X, reset=first_call)
-        device = self._check_params(X)
+        if not first_call:  # _fit_context checks parameters on the first call only
+            self._validate_params()
+        X = validate_features(self, X, reset=first_call)
+        self._check_partition(X)
+        device = resolve_device(self.device)
         if first_call:
             self._random_state = check_random_state(self.random_state)
             self._start(X.shape[1])
@@ -284,14 +269,9 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         check_is_fitted(self)
         if is_dask_array(X):
             return transform_row_blocks(self, X, self.n_codebooks_, np.int64)
-        X = self._validate(X, reset=False)
-        device = resolve_device(self.device)
-        projection, keys = self.engine_tensors(device)
+        X = validate_features(self, X, reset=False)
+        projection, keys = self.engine_tensors(resolve_device(self.device))
         return encode_array(X, projection, keys).cpu().numpy()
-
-    def _validate(self, X, reset):
-        X = validate_data(self, X, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
-        return check_float32_range(X)
 
     def engine_tensors(self, device):
         """The projection and keys as torch tensors on ``device``.
@@ -340,12 +320,6 @@ class KeyCodebook(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     @property
     def _n_features_out(self):
         return self.n_codebooks_
-
-    def __getstate__(self):
-        return tag_state(super().__getstate__())
-
-    def __setstate__(self, state):
-        super().__setstate__(untag_state(state, type(self).__name__))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -7,7 +7,8 @@ Two guarantees every estimator of the package gives:
   as it was before the call (:func:`all_or_nothing`).
 - *Versioned pickles.* Pickled state carries the format it was written in, and
   loading a format this version cannot read fails with a message that says so
-  (:func:`tag_state`, :func:`untag_state`).
+  (:func:`tag_state`, :func:`untag_state`; used by
+  :class:`~skkvb._device.DeviceMixin`).
 
 Imports numpy only.
 """
@@ -17,12 +18,20 @@ from importlib import metadata
 
 import numpy as np
 
-__all__ = ["STATE_FORMAT", "all_or_nothing", "restore", "snapshot", "tag_state", "untag_state"]
+__all__ = [
+    "STATE_FORMAT",
+    "all_or_nothing",
+    "restore",
+    "snapshot",
+    "tag_state",
+    "untag_state",
+]
 
 # Version of the layout of pickled fitted state. Bump it when attributes are
 # renamed, removed or change meaning, so that old pickles fail loudly instead of
-# predicting nonsense. State pickled before the tag existed has this layout.
-STATE_FORMAT = 1
+# predicting nonsense. State pickled before the tag existed has format 1.
+# Format 2: value models as engine objects, iterations named max_iter.
+STATE_FORMAT = 2
 _FORMAT_KEY = "_skkvb_state_format"
 _VERSION_KEY = "_skkvb_version"
 
@@ -104,3 +113,4 @@ def untag_state(state, owner):
             f"{STATE_FORMAT} only. Load it with skkvb {written_by}, or fit it again."
         )
     return state
+

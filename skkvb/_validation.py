@@ -1,25 +1,33 @@
-"""Hyperparameter checks shared by the estimators, with messages that name
-the offending parameter."""
+"""Input checks shared by the estimators, at the public edge."""
 
-import numbers
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.validation import FLOAT_DTYPES, validate_data
 
-from sklearn.utils import check_scalar
+__all__ = ["check_float32_range", "validate_features"]
 
-__all__ = ["check_choice", "check_fraction", "check_positive_int"]
-
-
-def check_positive_int(value, name):
-    check_scalar(value, name, target_type=numbers.Integral, min_val=1)
-    return int(value)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_fraction(value, name, *, closed_left=True, closed_right=True, max_val=1.0):
-    include = ("both" if closed_right else "left") if closed_left else ("right" if closed_right else "neither")
-    check_scalar(value, name, target_type=numbers.Real, min_val=0.0, max_val=max_val, include_boundaries=include)
-    return float(value)
+def check_float32_range(X):
+    """Reject finite float64 values that the engine's float32 would turn into inf."""
+    if X.dtype != np.float64:
+        return X
+    data = X.data if sp.issparse(X) else X
+    if data.size and max(data.max(), -data.min()) > _FLOAT32_MAX:
+        raise ValueError(
+            "X contains values beyond the float32 range (|x| > 3.4e38); the keys are "
+            "computed in float32, where they would be infinite. Rescale X."
+        )
+    return X
 
 
-def check_choice(value, name, options):
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}.")
-    return value
+def validate_features(estimator, X, y="no_validation", reset=True):
+    """``validate_data`` for the bottleneck's estimators: dense float or CSR, within
+    float32's range. Returns X, or (X, y) when y is to be validated too (as
+    ``validate_data``: pass y, even None, to require it)."""
+    out = validate_data(estimator, X, y, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
+    if isinstance(y, str) and y == "no_validation":
+        return check_float32_range(out)
+    X, y = out
+    return check_float32_range(X), y

@@ -16,6 +16,7 @@ import torchvision
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from skkvb._backbone import FrozenBackboneTransformer
@@ -231,9 +232,6 @@ def test_unfitted_and_bad_arguments(images):
         FrozenBackboneTransformer(TinyConvNet()).transform(images)
     bad = [
         ({"layer": "featurs"}, "layer='featurs'.*Did you mean 'features'"),
-        ({"pooling": "median"}, "pooling"),
-        ({"preprocess": "imagenet"}, "preprocess"),
-        ({"batch_size": 0}, "batch_size"),
         ({"weights": "IMAGENET1K_V1"}, "weights='IMAGENET1K_V1'"),
         (
             {"weights": "/nowhere/weights.pth"},
@@ -242,13 +240,34 @@ def test_unfitted_and_bad_arguments(images):
         ({"weights": __file__}, "is not a state_dict file torch.load can read"),
         ({"backbone": "resnet1800"}, "backbone='resnet1800'.*Did you mean"),
         ({"backbone": "resnet18", "weights": "NOPE"}, "weights='NOPE' is not a weights entry"),
-        ({"backbone": 3}, "backbone must be"),
         ({"backbone": np.sum, "layer": "fc"}, "layer='fc' needs a torch module"),
     ]
     for params, message in bad:
         embedder = FrozenBackboneTransformer(TinyConvNet(), device="cpu").set_params(**params)
         with pytest.raises(ValueError, match=message):
             embedder.fit(images)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"backbone": 3}, "'backbone' parameter .* must be an instance of 'str' or a callable"),
+        ({"weights": 3}, "'weights' parameter"),
+        ({"layer": 3}, "'layer' parameter .* must be an instance of 'str' or None"),
+        ({"pooling": "median"}, "'pooling' parameter .* must be a str among .*'avg'"),
+        ({"preprocess": "imagenet"}, "'preprocess' parameter .* must be a str among {'auto'}"),
+        ({"batch_size": 0}, r"'batch_size' parameter .* must be an int in the range \[1, inf\)"),
+        ({"device": "gpu"}, "'device' parameter must be 'auto', 'cpu'"),
+        ({"device": 0.5}, "'device' parameter"),
+        ({"memory": 3}, "'memory' parameter"),
+        ({"verbose": -1}, "'verbose' parameter"),
+    ],
+)
+def test_invalid_parameters_are_named(images, params, message):
+    embedder = FrozenBackboneTransformer(TinyConvNet(), device="cpu").set_params(**params)
+    with pytest.raises(InvalidParameterError, match=message):
+        embedder.fit(images)
+    assert not hasattr(embedder, "encoder_")
 
 
 # -- weights and offline use ---------------------------------------------------
@@ -336,6 +355,19 @@ def test_pickle_round_trip(images):
     restored = pickle.loads(pickle.dumps(embedder))
     np.testing.assert_array_equal(restored.transform(images), embedder.transform(images))
     assert clone(embedder).get_params()["layer"] == "features"
+
+
+def test_gpu_pickle_loads_on_the_cpu_with_a_warning(images, monkeypatch):
+    embedder = FrozenBackboneTransformer(TinyConvNet(), layer="features", device="cpu").fit(images)
+    state = embedder.__getstate__()
+    state.update(_saved_device="cuda:0", device_=torch.device("cuda", 0))  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = FrozenBackboneTransformer.__new__(FrozenBackboneTransformer)
+    with pytest.warns(UserWarning, match="saved on cuda:0, which is not available here"):
+        loaded.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert loaded.device_ == torch.device("cpu")
+    assert all(p.device.type == "cpu" for p in loaded.encoder_.parameters())
+    np.testing.assert_array_equal(loaded.transform(images), embedder.transform(images))
 
 
 def test_memory_computes_each_embedding_once(images, tmp_path):

@@ -20,12 +20,12 @@ from skkvb.streams import ClassIncrementalSplit, IIDSplit, make_gaussian_toy, ma
 class _Spy(ClassifierMixin, BaseEstimator):
     """Predicts the last label it was trained on; records every partial_fit call."""
 
-    def __init__(self, partial_fit_epochs=None):
-        self.partial_fit_epochs = partial_fit_epochs
+    def __init__(self, partial_fit_max_iter=None):
+        self.partial_fit_max_iter = partial_fit_max_iter
 
     def partial_fit(self, X, y, classes=None):
         self.calls_ = getattr(self, "calls_", []) + [
-            (len(y), classes is not None, getattr(self, "partial_fit_epochs", None))
+            (len(y), classes is not None, getattr(self, "partial_fit_max_iter", None))
         ]
         self.last_ = y[-1]
         return self
@@ -76,7 +76,7 @@ def test_runner_calls_partial_fit_once_per_epoch_and_passes_classes_once(iris_ph
     assert result["average_incremental_accuracy"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
 
 
-def test_runner_uses_partial_fit_epochs_when_the_estimator_has_it(iris_phases):
+def test_runner_uses_partial_fit_max_iter_when_the_estimator_has_it(iris_phases):
     phases, X, y = iris_phases
     spy = _Spy()
     run_stream(spy, phases, X, y, epochs=5, eval_every=2)

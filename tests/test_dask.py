@@ -101,7 +101,10 @@ def test_backbone_transform_of_a_dask_array_is_lazy_and_matches_numpy(client):
     assert isinstance(Z, da.Array)
     assert Z.shape == (50, 8) and Z.dtype == np.float32
     assert Z.chunks == (images_dask.chunks[0], (8,))
-    np.testing.assert_allclose(client.compute(Z).result(), encoder.transform(images), rtol=1e-6)
+    # Workers run torch on one thread, this process on several: float32 sums may round apart.
+    np.testing.assert_allclose(
+        client.compute(Z).result(), encoder.transform(images), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_backbone_transform_of_a_dask_array_of_image_paths(client, tmp_path):
@@ -113,7 +116,10 @@ def test_backbone_transform_of_a_dask_array_of_image_paths(client, tmp_path):
     encoder = FrozenBackboneTransformer(small_cnn(), device="cpu")
     Z = encoder.fit_transform(da.from_array(np.array(paths), chunks=4))  # read by the workers
     assert Z.shape == (6, 8) and Z.chunks == ((4, 2), (8,))
-    np.testing.assert_allclose(client.compute(Z).result(), encoder.transform(images), rtol=1e-6)
+    # Workers run torch on one thread, this process on several: float32 sums may round apart.
+    np.testing.assert_allclose(
+        client.compute(Z).result(), encoder.transform(images), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_backbone_layer_capture_on_the_threaded_scheduler():
@@ -162,7 +168,7 @@ def test_incremental_equals_in_memory_partial_fit_over_the_same_blocks(client, d
     codebook = KeyCodebook(n_codebooks=32, n_keys=64, key_dim=6, random_state=0)
     codebook.fit(X_train[np.random.RandomState(0).permutation(len(X_train))[:500]])
     clf = KeyValueBottleneckClassifier(
-        codebook=FrozenEstimator(codebook), value_update="sgd", partial_fit_epochs=5, random_state=0
+        codebook=FrozenEstimator(codebook), value_update="sgd", partial_fit_max_iter=5, random_state=0
     )
 
     incremental = dask_ml_wrappers.Incremental(clf, shuffle_blocks=False)
@@ -195,7 +201,7 @@ PARAM_GRID = {"codebook__n_keys": [16, 64], "learning_rate": ["auto", 4.0]}
 def grid_search(n_jobs=None):
     X, y = load_digits(return_X_y=True)
     clf = KeyValueBottleneckClassifier(
-        codebook=KeyCodebook(n_codebooks=16, n_keys=32, key_dim=4, n_epochs=2),
+        codebook=KeyCodebook(n_codebooks=16, n_keys=32, key_dim=4, max_iter=2),
         value_update="sgd",
         max_iter=5,
         random_state=0,

@@ -4,17 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from skkvb._codebook import (
-    block_shape,
-    count_usage,
-    ema_update,
-    encode,
-    init_ema_state,
-    nearest_keys,
-)
-from skkvb._device import torch_generator
-from skkvb._projection import head_shape, make_projection, project
-from skkvb._values import decode, decode_stable, flat_codes, sgd_step, zero_values
+from skkvb.engine.codes import block_shape, count_usage, encode, flat_codes, nearest_keys
+from skkvb.engine.heads import head_shape, make_projection, project
+from skkvb.engine.keys import ema_update, init_ema_state
+from skkvb.engine.seeding import torch_generator
+from skkvb.engine.values import decode, decode_stable, sgd_step
 
 
 def brute_force_codes(heads, keys, key_mask=None):
@@ -259,7 +253,7 @@ def test_sgd_step_touches_only_fetched_rows():
 
 
 def test_decoder_is_the_mean_of_fetched_values():
-    values = zero_values(2, 3, 2, "cpu")
+    values = torch.zeros(2 * 3, 2)
     values[:] = torch.arange(12.0).view(6, 2)
     rows = flat_codes(torch.tensor([[1, 2]]), 3)
     np.testing.assert_allclose(decode(values, rows).numpy(), [[(2 + 10) / 2, (3 + 11) / 2]])

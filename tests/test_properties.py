@@ -18,9 +18,11 @@ from scipy.optimize import linprog
 from sklearn.frozen import FrozenEstimator
 
 import skkvb._classifier
+import skkvb._encoding
 import skkvb._key_codebook
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb._codebook import LAPLACE_EPS, encode
+from skkvb.engine.codes import encode
+from skkvb.engine.keys import LAPLACE_EPS
 
 PROPERTY = settings(
     max_examples=50,
@@ -49,7 +51,7 @@ def codebooks(draw, n_features):
         key_dim=draw(st.integers(1, 3)),
         projection=projection,
         batch_size=draw(st.integers(1, 64)),
-        n_epochs=draw(st.integers(1, 3)),
+        max_iter=draw(st.integers(1, 3)),
         random_state=draw(st.integers(0, 2**16)),
     )
 
@@ -104,11 +106,11 @@ def test_rows_not_fetched_never_change(data):
         codebook=codebook,
         value_update="sgd",
         batch_size=data.draw(st.integers(1, 32), label="batch_size"),
-        partial_fit_epochs=data.draw(st.integers(1, 3), label="epochs"),
+        partial_fit_max_iter=data.draw(st.integers(1, 3), label="epochs"),
         random_state=0,
     ).partial_fit(X_first, y_first)
     values, usage, classes = clf.values_, clf.key_usage_.copy(), clf.classes_.copy()
-    unseen = clf._values[:, -1].numpy().reshape(usage.shape).copy()
+    unseen = clf._value_model.table[:, -1].numpy().reshape(usage.shape).copy()
 
     clf.partial_fit(X_next, y_next, sample_weight=weights)
 
@@ -148,7 +150,7 @@ def test_predictions_do_not_depend_on_batch_or_chunk_size(data):
 
     chunk_rows = data.draw(st.integers(1, len(X)), label="chunk_rows")
     with mock.patch.object(skkvb._classifier, "PREDICT_CHUNK_ROWS", chunk_rows), mock.patch.object(
-        skkvb._key_codebook, "SPARSE_CHUNK_ROWS", chunk_rows
+        skkvb._encoding, "SPARSE_CHUNK_ROWS", chunk_rows
     ):
         np.testing.assert_array_equal(clf.predict_proba(X), whole)
         np.testing.assert_array_equal(clf.predict_proba(sp.csr_matrix(X)), whole)
@@ -264,12 +266,12 @@ def test_ema_keys_stay_inside_the_convex_hull_of_the_heads_they_saw(data):
             assert distance <= rounding + laplace, ("key", c, k, distance, count)
 
 
-@pytest.mark.parametrize("decay, n_epochs", [(0.0, 1), (0.5, 40)])
-def test_without_revival_unpicked_keys_stay_inside_the_hull(decay, n_epochs):
+@pytest.mark.parametrize("decay, max_iter", [(0.0, 1), (0.5, 40)])
+def test_without_revival_unpicked_keys_stay_inside_the_hull(decay, max_iter):
     X = np.full((4, 1), 5.0)  # every head is 5: the hull is the point 5
     codebook = KeyCodebook(
         n_keys=2, projection="none", decay=decay, dead_key_threshold=0.0,
-        n_epochs=n_epochs, batch_size=4, random_state=0,
+        max_iter=max_iter, batch_size=4, random_state=0,
     ).fit(X)
     # Key 0 wins every tie; key 1 is never picked.
     np.testing.assert_allclose(codebook.keys_.ravel(), [5.0, 5.0], rtol=1e-4)
@@ -298,7 +300,7 @@ def test_growing_classes_keeps_the_order_of_old_classes_where_codes_were_not_tra
         value_update="sgd",
         mask_unused_keys=data.draw(st.booleans(), label="mask"),
         batch_size=data.draw(st.integers(1, 32), label="batch_size"),
-        partial_fit_epochs=data.draw(st.integers(1, 3), label="epochs"),
+        partial_fit_max_iter=data.draw(st.integers(1, 3), label="epochs"),
         random_state=0,
     ).partial_fit(X_old, y_old)
     old_classes = clf.classes_.copy()

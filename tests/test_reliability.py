@@ -25,13 +25,18 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_digits, load_iris
+from sklearn.utils._param_validation import InvalidParameterError
 from test_backbone import ShapeAgnostic
 from torch import nn
 
 import skkvb
 import skkvb._classifier
+import skkvb._device
+import skkvb._encoding
 import skkvb._key_codebook
 import skkvb._persistence
+import skkvb.engine.values.sgd
+from skkvb.engine.values import ValueModel
 from skkvb import (
     FrozenBackboneTransformer,
     KeyCodebook,
@@ -63,8 +68,8 @@ def _canonical(value):
         return ("random state", value.get_state())
     if isinstance(value, nn.Module):
         return ("module", repr(value), _canonical(dict(value.state_dict())))
-    if isinstance(value, BaseEstimator):
-        return ("estimator", type(value).__name__, _canonical(vars(value)))
+    if isinstance(value, (BaseEstimator, ValueModel)):
+        return (type(value).__name__, _canonical(vars(value)))
     if isinstance(value, dict):
         return {key: _canonical(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -258,13 +263,13 @@ def sparse_data(seed=0):
 def test_sparse_x_gives_the_results_of_its_dense_twin(fmt, monkeypatch):
     X, y = sparse_data()
     X_sparse = {"csr": sp.csr_matrix, "csc": sp.csc_matrix, "coo": sp.coo_matrix}[fmt](X)
-    monkeypatch.setattr(skkvb._key_codebook, "SPARSE_CHUNK_ROWS", 7)  # several chunks
+    monkeypatch.setattr(skkvb._encoding, "SPARSE_CHUNK_ROWS", 7)  # several chunks
     codebook = small_codebook().fit(X_sparse)
     np.testing.assert_array_equal(codebook.keys_, small_codebook().fit(X).keys_)
     np.testing.assert_array_equal(codebook.transform(X_sparse), codebook.transform(X))
 
-    dense = small_classifier(partial_fit_epochs=3).fit(X, y)
-    sparse = small_classifier(partial_fit_epochs=3).fit(X_sparse, y)
+    dense = small_classifier(partial_fit_max_iter=3).fit(X, y)
+    sparse = small_classifier(partial_fit_max_iter=3).fit(X_sparse, y)
     np.testing.assert_array_equal(sparse.predict_proba(X_sparse), dense.predict_proba(X))
     dense.partial_fit(X[:50], y[:50])
     sparse.partial_fit(X_sparse.tocsr()[:50], y[:50])
@@ -344,41 +349,74 @@ def test_one_sample_at_a_time_and_one_sample_codebooks():
 
 
 BAD_PARAMS = [
-    ("KeyCodebook", dict(n_codebooks=-1), "n_codebooks == -1, must be >= 1"),
-    ("KeyCodebook", dict(key_dim=2.5), "key_dim must be an instance of int"),
-    ("KeyCodebook", dict(n_epochs=0), "n_epochs == 0, must be >= 1"),
-    ("KeyCodebook", dict(batch_size=-5), "batch_size == -5, must be >= 1"),
-    ("KeyCodebook", dict(decay=-0.1), "decay == -0.1, must be >= 0"),
-    ("KeyCodebook", dict(random_state=-1), "Seed must be between 0 and 2\\*\\*32 - 1"),
-    ("KeyValueBottleneckClassifier", dict(max_iter=2.5), "max_iter must be an instance of int"),
-    ("KeyValueBottleneckClassifier", dict(batch_size=-1), "batch_size == -1, must be >= 1"),
-    ("KeyValueBottleneckClassifier", dict(verbose=-1), "verbose == -1, must be >= 0"),
-    ("KeyValueBottleneckClassifier", dict(mask_unused_keys="yes"), "mask_unused_keys must be an"),
-    ("KeyValueBottleneckClassifier", dict(random_state="seed"), "'seed' cannot be used to seed"),
-    ("FrozenBackboneTransformer", dict(batch_size=-1), "batch_size == -1, must be >= 1"),
-    ("FrozenBackboneTransformer", dict(batch_size=1.5), "batch_size must be an instance of int"),
-    ("FrozenBackboneTransformer", dict(verbose=-1), "verbose == -1, must be >= 0"),
+    ("KeyCodebook", dict(n_codebooks=-1)),
+    ("KeyCodebook", dict(n_keys=0)),
+    ("KeyCodebook", dict(key_dim=2.5)),
+    ("KeyCodebook", dict(projection="pca")),
+    ("KeyCodebook", dict(decay=1.0)),
+    ("KeyCodebook", dict(decay=-0.1)),
+    ("KeyCodebook", dict(max_iter=0)),
+    ("KeyCodebook", dict(batch_size=-5)),
+    ("KeyCodebook", dict(dead_key_threshold=-0.1)),
+    ("KeyCodebook", dict(device="tpu")),
+    ("KeyCodebook", dict(random_state=-1)),
+    ("KeyValueBottleneckClassifier", dict(codebook="kmeans")),
+    ("KeyValueBottleneckClassifier", dict(learning_rate=-1.0)),
+    ("KeyValueBottleneckClassifier", dict(learning_rate="fast")),
+    ("KeyValueBottleneckClassifier", dict(learning_rate=np.inf)),
+    ("KeyValueBottleneckClassifier", dict(max_iter=2.5)),
+    ("KeyValueBottleneckClassifier", dict(batch_size=-1)),
+    ("KeyValueBottleneckClassifier", dict(label_smoothing=1.0)),
+    ("KeyValueBottleneckClassifier", dict(partial_fit_max_iter=-3)),
+    ("KeyValueBottleneckClassifier", dict(mask_unused_keys="yes")),
+    ("KeyValueBottleneckClassifier", dict(device="tpu")),
+    ("KeyValueBottleneckClassifier", dict(verbose=-1)),
+    ("KeyValueBottleneckClassifier", dict(random_state="seed")),
+    ("KeyValueBottleneckClassifier", dict(value_update="adam")),
+    ("KeyValueBottleneckClassifier", dict(value_update=None)),
+    ("KeyValueBottleneckClassifier", dict(count_smoothing=0.0)),
+    ("KeyValueBottleneckClassifier", dict(count_smoothing=-1)),
+    ("KeyValueBottleneckClassifier", dict(count_smoothing=np.inf)),
+    ("KeyValueBottleneckClassifier", dict(count_smoothing=np.nan)),
+    ("KeyValueBottleneckClassifier", dict(count_smoothing="one")),
+    ("FrozenBackboneTransformer", dict(batch_size=-1)),
+    ("FrozenBackboneTransformer", dict(batch_size=1.5)),
+    ("FrozenBackboneTransformer", dict(verbose=-1)),
 ]
 
 
 @pytest.mark.parametrize(
-    "name, params, message",
+    "name, params",
     BAD_PARAMS,
-    ids=[f"{name}-{key}={value!r}" for name, p, _ in BAD_PARAMS for key, value in p.items()],
+    ids=[f"{name}-{key}={value!r}" for name, p in BAD_PARAMS for key, value in p.items()],
 )
-def test_bad_hyperparameters_fail_fit_and_partial_fit_and_change_nothing(
-    fitted, name, params, message
-):
+def test_bad_hyperparameters_fail_fit_and_partial_fit_and_change_nothing(fitted, name, params):
+    """sklearn's InvalidParameterError, naming the parameter, and no change."""
     estimator = copy.deepcopy(fitted[name]).set_params(**params)
     before = fingerprint(estimator)
+    (key,) = params
+    message = rf"The '{key}' parameter (of {name} )?must be"
     calls = [lambda: estimator.fit(X_IRIS, Y_IRIS)]
     # A later partial_fit goes on with the random state of the first call.
     if hasattr(estimator, "partial_fit") and "random_state" not in params:
         calls.append(lambda: estimator.partial_fit(X_IRIS, Y_IRIS))
     for call in calls:
-        with pytest.raises((ValueError, TypeError), match=message):
+        with pytest.raises(InvalidParameterError, match=message):
             call()
         assert fingerprint(estimator) == before
+
+
+def test_a_bad_parameter_set_after_fit_fails_prediction_too(fitted):
+    """Parameters read at prediction are checked there as well."""
+    clf = small_classifier(value_update="count").fit(X_IRIS, Y_IRIS)
+    clf.set_params(count_smoothing=np.nan)
+    with pytest.raises(InvalidParameterError, match="The 'count_smoothing' parameter"):
+        clf.predict_proba(X_IRIS)
+
+
+def test_partition_projection_needs_a_feature_per_codebook():
+    with pytest.raises(ValueError, match="needs at least one feature per codebook"):
+        KeyCodebook(n_codebooks=5, projection="partition").fit(X_IRIS)
 
 
 def test_a_failed_refit_keeps_the_previous_model_whole(fitted):
@@ -409,7 +447,7 @@ from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 C, K, N, D = 8, 4096, 32768, 32
 rng = np.random.RandomState(0)
 sample = rng.normal(size=(1024, D)).astype(np.float32)
-codebook = KeyCodebook(n_codebooks=C, n_keys=K, key_dim=4, n_epochs=1, random_state=0).fit(sample)
+codebook = KeyCodebook(n_codebooks=C, n_keys=K, key_dim=4, max_iter=1, random_state=0).fit(sample)
 clf = KeyValueBottleneckClassifier(codebook=FrozenEstimator(codebook), max_iter=1, random_state=0)
 clf.fit(sample, rng.randint(0, 10, 1024))
 X = rng.normal(size=(N, D)).astype(np.float32)
@@ -481,7 +519,7 @@ def test_codebook_round_trip_transforms_the_same_and_keeps_fitting(fitted, how):
 
 def test_gpu_pickle_loads_on_a_cpu_only_machine_and_keeps_training(fitted, monkeypatch):
     clf = copy.deepcopy(fitted["KeyValueBottleneckClassifier"])
-    to_cpu = skkvb._classifier.state_to_cpu
+    to_cpu = skkvb._device.state_to_cpu
 
     def as_if_saved_on_a_gpu(state):
         state = to_cpu(state)
@@ -489,31 +527,33 @@ def test_gpu_pickle_loads_on_a_cpu_only_machine_and_keeps_training(fitted, monke
         return state
 
     with monkeypatch.context() as patch:
-        patch.setattr(skkvb._classifier, "state_to_cpu", as_if_saved_on_a_gpu)
+        patch.setattr(skkvb._device, "state_to_cpu", as_if_saved_on_a_gpu)
         dumped = pickle.dumps(clf)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="saved on cuda:0, which is not available here"):
         loaded = pickle.loads(dumped)
-    assert loaded._values.device.type == "cpu"
+    assert loaded._value_model.device.type == "cpu"
     np.testing.assert_array_equal(loaded.predict_proba(X_IRIS), clf.predict_proba(X_IRIS))
     loaded.partial_fit(X_IRIS[::3], Y_IRIS[::3])
     clf.partial_fit(X_IRIS[::3], Y_IRIS[::3])
     np.testing.assert_array_equal(loaded.values_, clf.values_)
 
-    # A model that asked for device="cuda" explicitly says so when it is missing,
-    # and carries on once pointed at the CPU.
+    # A model that asks for device="cuda" where there is none says so and
+    # carries on on the CPU.
     explicit = pickle.loads(pickle.dumps(clf.set_params(device="cuda")))
-    before = fingerprint(explicit)
-    with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available"):
-        explicit.partial_fit(X_IRIS, Y_IRIS)
-    assert fingerprint(explicit) == before
-    explicit.set_params(device="cpu").partial_fit(X_IRIS, Y_IRIS)
+    with pytest.warns(UserWarning, match="device='cuda' was requested but is not available"):
+        explicit.fit(X_IRIS, Y_IRIS)
+    assert explicit._value_model.device.type == "cpu"
+    np.testing.assert_array_equal(
+        explicit.predict(X_IRIS), clf.set_params(device="cpu").fit(X_IRIS, Y_IRIS).predict(X_IRIS)
+    )
 
 
 def test_gpu_pickle_of_the_encoder_step_loads_on_a_cpu_only_machine(fitted, monkeypatch):
     backbone = copy.deepcopy(fitted["FrozenBackboneTransformer"])
     state = backbone.__getstate__()
     state["device_"] = torch.device("cuda", 0)  # as written on a GPU machine
+    state["_saved_device"] = "cuda:0"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loaded = FrozenBackboneTransformer.__new__(FrozenBackboneTransformer)
     with pytest.warns(UserWarning, match="saved on cuda:0, which is not available here"):
@@ -528,22 +568,22 @@ def test_gpu_pickle_of_the_encoder_step_loads_on_a_cpu_only_machine(fitted, monk
 def test_pickles_carry_a_state_format_and_refuse_another(fitted, name, monkeypatch):
     estimator = fitted[name]
     state = estimator.__getstate__()
-    assert state["_skkvb_state_format"] == skkvb._persistence.STATE_FORMAT == 1
+    assert state["_skkvb_state_format"] == skkvb._persistence.STATE_FORMAT == 2
     assert "_skkvb_state_format" not in vars(pickle.loads(pickle.dumps(estimator)))
 
-    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 2)  # a future skkvb
+    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 3)  # a future skkvb
     from_the_future = pickle.dumps(estimator)
     monkeypatch.undo()
     # (a nested estimator, unpickled first, may be the one to report it)
-    message = r"This \w+ was pickled by skkvb .* in state format 2, but skkvb .* reads format 1"
+    message = r"This \w+ was pickled by skkvb .* in state format 3, but skkvb .* reads format 2"
     with pytest.raises(ValueError, match=message):
         pickle.loads(from_the_future)
 
-    # State pickled before the tag existed has format 1 and still loads.
+    # State pickled before the tag existed has format 1 (an older layout): refused too.
     untagged = {k: v for k, v in state.items() if not k.startswith("_skkvb_")}
     loaded = type(estimator).__new__(type(estimator))
-    loaded.__setstate__(untagged)
-    assert fingerprint(loaded) == fingerprint(estimator)
+    with pytest.raises(ValueError, match=r"in state format 1, but skkvb .* reads format 2"):
+        loaded.__setstate__(untagged)
 
 
 def test_every_torch_load_in_the_package_is_weights_only():
@@ -586,12 +626,12 @@ def model_digest(seed):
     X, y = X[:600], y[:600]
 
     def codebook():
-        return KeyCodebook(n_codebooks=16, n_keys=64, key_dim=4, n_epochs=2)
+        return KeyCodebook(n_codebooks=16, n_keys=64, key_dim=4, max_iter=2)
 
     clf = KeyValueBottleneckClassifier(codebook=codebook(), max_iter=5, random_state=seed)
     clf.fit(X, y)
     stream = KeyValueBottleneckClassifier(
-        codebook=codebook(), partial_fit_epochs=3, random_state=seed
+        codebook=codebook(), partial_fit_max_iter=3, random_state=seed
     )
     for phase in ([0, 1, 2], [3, 4, 5], [6, 7, 8, 9]):
         stream.partial_fit(X[np.isin(y, phase)], y[np.isin(y, phase)])
@@ -643,12 +683,12 @@ class InterruptAt:
 
 
 def _stream_after_first_phase():
-    clf = small_classifier(batch_size=16, partial_fit_epochs=3)
+    clf = small_classifier(batch_size=16, partial_fit_max_iter=3)
     return clf.partial_fit(X_IRIS[Y_IRIS < 2], Y_IRIS[Y_IRIS < 2])
 
 
 def _unfitted_stream():
-    return small_classifier(batch_size=16, partial_fit_epochs=3)
+    return small_classifier(batch_size=16, partial_fit_max_iter=3)
 
 
 def _first_two_classes(clf):
@@ -676,8 +716,8 @@ def test_interrupted_training_leaves_the_classifier_as_it_was(case, by_signal, m
     make, call = INTERRUPTED_CALLS[case]
     clf, twin = make(), make()
     before = fingerprint(clf)
-    interrupt = InterruptAt(skkvb._classifier.sgd_step, at=10, by_signal=by_signal)
-    monkeypatch.setattr(skkvb._classifier, "sgd_step", interrupt)
+    interrupt = InterruptAt(skkvb.engine.values.sgd.sgd_step, at=10, by_signal=by_signal)
+    monkeypatch.setattr(skkvb.engine.values.sgd, "sgd_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         call(clf)
     assert interrupt.calls == 10, "interrupted in the middle of the second epoch"

@@ -41,7 +41,7 @@ SCALINGS = ("none", "standard", "l2")
 
 EPILOG = """\
 examples:
-  skkvb-bench                                   # digits, raw pixels, ~3 minutes on 2 cores
+  skkvb-bench                                   # digits, raw pixels, unscaled
   skkvb-bench --dataset toy --methods dkvb,dkvb-400,sgd,mlp
   skkvb-bench --dataset fashion-mnist --encoder efficientnet-lite0 --key-data mnist
   skkvb-bench --dataset my_data.npz --phases 3 --epochs 20 --seeds 0,1
@@ -209,7 +209,8 @@ class _Log:
 
 
 def _embed_all(args, dataset, memory, log):
-    """Standardised embeddings of train, test and key data."""
+    """Embeddings of train, test and key data, scaled as ``--scaling`` says
+    (not at all by default), and where the key data came from."""
 
     def encode(X, image_shape, what):
         if args.encoder != "raw":
@@ -325,7 +326,8 @@ def _limit_threads(n_threads):
 
 
 def _prepare(args, log):
-    """Dataset, standardised embeddings and methods; a bad argument is a UsageError."""
+    """Dataset, embeddings (scaled as ``--scaling`` says) and methods; a bad
+    argument is a UsageError."""
     try:
         dataset = load_dataset(args.dataset, args.data_dir, args.max_train, args.max_test)
         phases = args.phases or dataset.default_phases

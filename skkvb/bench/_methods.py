@@ -42,10 +42,10 @@ def dkvb_shape_for(n_features):
     """Default (codebooks, keys, key_dim) for inputs of ``n_features``.
 
     :class:`~skkvb.KeyCodebook`'s defaults, 64 x 4096 keys of dimension 32,
-    whatever the input: with counting values the most accurate shape we
-    measured on Fashion-MNIST and MNIST embeddings within the speed bars, and
-    within 0.3 points of the best on digits (see the "Accuracy" page of the
-    documentation). ``--dkvb-shape 256x4096x14`` gives the paper's.
+    whatever the input: with counting values the most accurate shape measured
+    on Fashion-MNIST and MNIST embeddings within the speed bars, and close to
+    the best on digits (the "Accuracy" page of the documentation prints the
+    figures). ``--dkvb-shape 256x4096x14`` gives the paper's.
     """
     defaults = KeyCodebook().get_params()
     return defaults["n_codebooks"], defaults["n_keys"], defaults["key_dim"]

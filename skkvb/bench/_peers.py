@@ -23,6 +23,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._labels import extend_label_set, start_label_set
+
 __all__ = [
     "StreamingLDA",
     "NearestClassMean",
@@ -80,7 +82,8 @@ class _StreamingClassifier(ClassifierMixin, BaseEstimator):
             The batch's labels.
         classes : array-like of shape (n_classes,), default=None
             All labels the stream will hold. Given to the first call it fixes
-            ``classes_``; left out, ``classes_`` grows with every new label.
+            ``classes_`` (later calls may repeat it); left out, ``classes_``
+            grows with every new label.
 
         Returns
         -------
@@ -95,31 +98,15 @@ class _StreamingClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _update_classes(self, y, classes, first_call, n_features):
-        given = None if classes is None else np.unique(np.asarray(classes))
         if first_call:
-            self._fixed_classes = given is not None
-            self.classes_ = given if given is not None else np.unique(y)
+            self.classes_, self._fixed_classes = start_label_set(y, classes)
             self._allocate(n_features, len(self.classes_))
-        elif given is not None and not self._fixed_classes:
-            self._add_classes(given)
-        labels = np.unique(y) if given is None else np.union1d(np.unique(y), given)
-        unknown = np.setdiff1d(labels, self.classes_)
-        if unknown.size and self._fixed_classes:
-            raise ValueError(
-                f"Labels {unknown.tolist()} are not in the classes given to the first "
-                f"partial_fit call {self.classes_.tolist()}."
-            )
-        self._add_classes(unknown)
+        else:
+            classes_, source = extend_label_set(self.classes_, self._fixed_classes, y, classes)
+            if source is not None:
+                self._grow(source)
+                self.classes_ = classes_
         return np.searchsorted(self.classes_, y)
-
-    def _add_classes(self, labels):
-        merged = np.union1d(self.classes_, labels)
-        if len(merged) == len(self.classes_):
-            return
-        source = np.full(len(merged), -1)
-        source[np.searchsorted(merged, self.classes_)] = np.arange(len(self.classes_))
-        self._grow(source)
-        self.classes_ = merged
 
     def _count(self, y_index):
         self.class_count_ += np.bincount(y_index, minlength=len(self.classes_))
@@ -462,7 +449,7 @@ class _WrappedProbe(_StreamingClassifier):
     its one-output binary form). Spare outputs only ever receive negative
     updates, exactly as an unseen class would if ``classes`` had been given
     upfront; a new class starts as a copy of a spare output, so a growing
-    label set trains like a fixed one (the idea of DESIGN.md section 7).
+    label set trains like a fixed one (the classifier's "not yet seen" column).
     Spare outputs are never predicted.
     """
 

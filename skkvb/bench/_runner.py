@@ -70,9 +70,9 @@ def _train(estimator, X, y, n_epochs, single_pass, classes):
     kwargs = {} if classes is None else {"classes": classes}
     if single_pass:
         estimator.partial_fit(X, y, **kwargs)
-    elif "partial_fit_epochs" in estimator.get_params():
+    elif "partial_fit_max_iter" in estimator.get_params():
         # One call, several epochs: the estimator computes what it needs of X once.
-        estimator.set_params(partial_fit_epochs=n_epochs)
+        estimator.set_params(partial_fit_max_iter=n_epochs)
         estimator.partial_fit(X, y, **kwargs)
     else:
         for _ in range(n_epochs):
@@ -97,7 +97,7 @@ def run_stream(
     Parameters
     ----------
     estimator : estimator with ``partial_fit`` and ``predict``
-        Trained in place. An estimator with a ``partial_fit_epochs`` parameter
+        Trained in place. An estimator with a ``partial_fit_max_iter`` parameter
         (such as :class:`skkvb.KeyValueBottleneckClassifier`) gets one call per
         evaluation interval, with that many epochs; others get one call per
         epoch.

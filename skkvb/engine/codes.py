@@ -1,28 +1,23 @@
-"""Keys of the bottleneck: EMA fitting, dead-key revival, nearest-key search.
+"""Codes: the nearest key of every head (DKVB step 3), and what is read off them.
 
 Plain torch on whatever device the tensors live on. Shapes: heads (N, C, d_k),
 keys (C, K, d_k), codes (N, C) int64. The search never materialises the full
-(C, N, K) distance tensor: it walks over row chunks sized to a memory budget.
+(C, N, K) distance tensor: it walks over blocks sized to a memory budget.
 """
-
-from dataclasses import dataclass
 
 import torch
 
-from ._device import split_over_threads
-from ._projection import project
-from ._values import flat_codes
+from .heads import project
+from .threads import split_over_threads
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
-    "EMAState",
+    "block_shape",
     "count_usage",
     "encode",
-    "ema_update",
-    "init_ema_state",
+    "flat_codes",
     "nearest_keys",
     "prepare_keys",
-    "block_shape",
 ]
 
 # Upper bound on the distances held at once during a search (any device).
@@ -31,41 +26,6 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 ENCODE_BLOCK_ROWS = 256
 # Block size that stays in a CPU core's L2 cache between product and min.
 CPU_BLOCK_BYTES = 2**20
-# Laplace smoothing of the EMA counts, as in VQ-VAE.
-LAPLACE_EPS = 1e-5
-
-
-@dataclass
-class EMAState:
-    """Running EMA statistics of one set of codebooks.
-
-    ``counts`` (C, K) is the EMA of how many heads each key attracted and
-    ``sums`` (C, K, d_k) the EMA of their sum; ``keys = sums / smoothed(counts)``.
-    """
-
-    keys: torch.Tensor
-    counts: torch.Tensor
-    sums: torch.Tensor
-
-
-def init_ema_state(heads, n_keys, generator):
-    """Keys start at random heads of the first batch; counts start at ONE.
-
-    Starting counts at zero makes ``sums / counts`` explode for every key the
-    first batch misses, so counts and sums start as if each key had been hit
-    once by its own initial value.
-    """
-    n_samples, n_codebooks, _ = heads.shape
-    rows = torch.randint(n_samples, (n_codebooks, n_keys), generator=generator)
-    keys = _gather_heads(heads, rows.to(heads.device))
-    counts = torch.ones(n_codebooks, n_keys, dtype=heads.dtype, device=heads.device)
-    return EMAState(keys=keys, counts=counts, sums=keys.clone())
-
-
-def _gather_heads(heads, rows):
-    """heads[rows[c, k], c] for every (c, k): (C, K, d_k)."""
-    codebook_index = torch.arange(heads.shape[1], device=heads.device).unsqueeze(1)
-    return heads[rows, codebook_index]
 
 
 def block_shape(n_codebooks, n_keys, batched, chunk_bytes=DEFAULT_CHUNK_BYTES):
@@ -147,45 +107,6 @@ def count_usage(codes, n_keys, weights=None):
     return counts.view(n_codebooks, n_keys)
 
 
-def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=DEFAULT_CHUNK_BYTES):
-    """One EMA (online k-means) step of every codebook on a batch of heads.
-
-    Keys whose EMA count falls below ``dead_key_threshold * N / K`` (a fraction
-    of uniform usage) are re-seeded from random heads of this batch, and their
-    EMA state is reset with them; otherwise the next step would pull them back.
-    Random draws come from a CPU generator, so CPU and GPU runs that find the
-    same dead keys revive them at the same heads. Updates ``state`` in place.
-    """
-    n_samples, n_codebooks, key_dim = heads.shape
-    n_keys = state.keys.shape[1]
-    codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes)
-    flat = flat_codes(codes, n_keys).reshape(-1)
-    batch_counts = torch.bincount(flat, minlength=n_codebooks * n_keys).to(heads.dtype)
-    batch_sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
-    batch_sums.index_add_(0, flat, heads.reshape(-1, key_dim))
-
-    state.counts.mul_(decay).add_(batch_counts.view(n_codebooks, n_keys), alpha=1 - decay)
-    state.sums.mul_(decay).add_(batch_sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
-    total = state.counts.sum(-1, keepdim=True)
-    smoothed = (state.counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
-    # Only keys this batch assigned heads to move. For the others the exact EMA
-    # ratio sums / counts is unchanged; recomputing them through the smoothing
-    # would drag every rarely used key towards the origin as its count decays.
-    hit = (batch_counts > 0).view(n_codebooks, n_keys, 1)
-    state.keys = torch.where(hit, state.sums / smoothed.unsqueeze(-1), state.keys)
-
-    dead_codebook, dead_key = torch.nonzero(
-        state.counts < dead_key_threshold * n_samples / n_keys, as_tuple=True
-    )
-    if dead_codebook.numel():
-        rows = torch.randint(n_samples, (dead_codebook.numel(),), generator=generator)
-        revived = heads[rows.to(heads.device), dead_codebook]
-        state.keys[dead_codebook, dead_key] = revived
-        state.sums[dead_codebook, dead_key] = revived
-        state.counts[dead_codebook, dead_key] = 1.0
-    return codes
-
-
 def encode(
     inputs, projection, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None
 ):
@@ -215,3 +136,9 @@ def encode(
         heads = project(block, projection, n_codebooks)
         codes[start : start + n_rows] = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, prepared=prepared)[:n_rows]
     return codes
+
+
+def flat_codes(codes, n_keys):
+    """(N, C) per-codebook key indices -> (N, C) row indices of a (C * K, ...) table."""
+    offsets = n_keys * torch.arange(codes.shape[1], device=codes.device, dtype=codes.dtype)
+    return codes + offsets
