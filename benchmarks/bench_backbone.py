@@ -21,11 +21,9 @@ Usage::
         [--n-images 64] [--batch-size 64] [--repeats 3] [--threads N]
 """
 
-import argparse
 import copy
 import os
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -33,6 +31,14 @@ import torchvision
 from torch import nn
 
 from skkvb._backbone import FrozenBackboneTransformer
+
+from _common import Table, make_parser, timed  # benchmarks/_common.py, next to this script
+
+TABLE = Table(
+    [("preprocessing", 20, ""), ("plain torch loop", 18, ""), ("transformer", 14, "")]
+    + [("ratio", 7, ".3f"), ("max |diff|", 11, ".2e")],
+    sep=" ",
+)
 
 
 def plain_loop(model, images, batch_size, preprocess):
@@ -55,12 +61,12 @@ def best_rates(embedder, model, images, repeats, loop_preprocess):
     _replace(headless, embedder.layer_, nn.Identity())  # the layer whose input is the embedding
     loop_rates, our_rates = [], []
     for _ in range(repeats):  # alternating, so that a busy spell hits both sides
-        start = time.perf_counter()
-        expected = plain_loop(headless, images, embedder.batch_size, loop_preprocess)
-        loop_rates.append(len(images) / (time.perf_counter() - start))
-        start = time.perf_counter()
-        Z = embedder.transform(images)
-        our_rates.append(len(images) / (time.perf_counter() - start))
+        seconds, expected = timed(
+            plain_loop, headless, images, embedder.batch_size, loop_preprocess
+        )
+        loop_rates.append(len(images) / seconds)
+        seconds, Z = timed(embedder.transform, images)
+        our_rates.append(len(images) / seconds)
     return max(loop_rates), max(our_rates), float(np.abs(Z - expected).max())
 
 
@@ -70,7 +76,7 @@ def _replace(model, name, module):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--n-images", type=int, default=64)
@@ -96,8 +102,7 @@ def main():
         f"{args.model} (random weights), {args.n_images} images of {size}, batch "
         f"{args.batch_size}, CPU, {torch.get_num_threads()} torch threads, best of {args.repeats}"
     )
-    header = ("preprocessing", "plain torch loop", "transformer", "ratio", "max |diff|")
-    print("{:<20} {:>18} {:>14} {:>7} {:>11}".format(*header))
+    print(TABLE.header())
     with tempfile.TemporaryDirectory() as folder:
         # A local file named like the torchvision download: preprocess="auto" then
         # picks that entry's transforms, as it does offline with real weights.
@@ -114,8 +119,7 @@ def main():
         for label, embedder, loop_preprocess in rows:
             embedder.set_params(batch_size=args.batch_size)
             loop, ours, gap = best_rates(embedder, model, images, args.repeats, loop_preprocess)
-            rates = f"{loop:>12.2f} img/s {ours:>8.2f} img/s"
-            print(f"{label:<20} {rates} {ours / loop:>7.3f} {gap:>11.2e}")
+            print(TABLE.row(label, f"{loop:.2f} img/s", f"{ours:.2f} img/s", ours / loop, gap))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ Usage::
         [--image-size 224] [--chunk 32] [--workers 1 2] [--repeats 2]
 """
 
-import argparse
 import logging
 import os
-import time
 import warnings
 from functools import partial
 
@@ -39,6 +37,8 @@ import torchvision
 from distributed import Client, LocalCluster
 
 from skkvb import FrozenBackboneTransformer
+
+from _common import load_average, make_parser, timed  # benchmarks/_common.py, next to this script
 
 
 def make_images(n_images, image_size, chunk):
@@ -66,14 +66,8 @@ def compute(client, encoder, images):
     return client.compute(encoder.transform(images)).result()
 
 
-def timed(run):
-    start = time.perf_counter()
-    result = run()
-    return time.perf_counter() - start, result
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--n-images", type=int, default=512)
     parser.add_argument("--image-size", type=int, default=224)
@@ -136,10 +130,6 @@ def main():
 
 def report(label, seconds, n_images, extra=""):
     print(f"{label:<36} {seconds:>7.1f} s {n_images / seconds:>7.1f} img/s{extra}")
-
-
-def load_average():
-    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 if __name__ == "__main__":

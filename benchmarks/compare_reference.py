@@ -1,8 +1,9 @@
 """Speed and memory of skkvb against lucidrains' DKVB package, same data, same configuration.
 
-Runs both implementations on the same synthetic embeddings (the generator of
-bench_engine.py) and prints, per step, the seconds of each, their ratio and the
-peak resident memory of each during that step:
+Runs both implementations on the same synthetic embeddings (the generator
+that bench_engine.py uses, ``_common.synthetic_embeddings``) and prints, per
+step, the seconds of each, their ratio and the peak resident memory of each
+during that step:
 
 * one EMA key-fitting epoch (values untouched),
 * one value-training epoch (keys frozen; SGD on the values only, batch 256),
@@ -12,9 +13,10 @@ peak resident memory of each during that step:
                                            [--n-samples N] [--value-epochs 1]
 
 ``paper`` is N=10,000, D=512, C=256 codebooks, K=4096 keys, d_k=14, d_v=10,
-batch 256 (the configuration of DESIGN.md, about 10 minutes and 11 GB for the
-reference on 2 cores); ``small`` is N=2,000, D=64, C=16, K=256, d_k=8, d_v=10
-(seconds). Both implementations use the same number of torch threads.
+batch 256 (the paper's configuration, the one bench_engine.py measures; the
+reference takes minutes and several GB of memory on it); ``small`` is N=2,000,
+D=64, C=16, K=256, d_k=8, d_v=10 (seconds). Both implementations use the same
+number of torch threads.
 
 The reference is the PyPI package ``discrete-key-value-bottleneck-pytorch``
 (with its dependency ``vector-quantize-pytorch``). This script installs
@@ -58,7 +60,7 @@ How the reference is configured to match the paper and skkvb:
   smoothing 0.1, batch 256, no gradient clipping (skkvb has none).
 * Key fitting and prediction run under ``torch.no_grad()``.
 
-skkvb is timed as in bench_engine.py: ``KeyCodebook(n_epochs=1).fit`` for the
+skkvb is timed as in bench_engine.py: ``KeyCodebook(max_iter=1).fit`` for the
 key epoch, ``transform`` for the codes, ``KeyValueBottleneckClassifier``
 (``codebook=FrozenEstimator(codebook)``, ``value_update="sgd"``) whose verbose
 log gives the seconds of each value epoch (codes computed once before the
@@ -72,7 +74,6 @@ import importlib.util
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -80,6 +81,17 @@ import time
 from unittest import mock
 
 import numpy as np
+
+# benchmarks/_common.py, next to this script; it imports neither skkvb nor torch,
+# so the reference worker's memory is its own.
+from _common import (
+    Table,
+    load_average,
+    make_parser,
+    median_epoch_seconds,
+    peak_rss_gb as usage_peak_gb,
+    synthetic_embeddings,
+)
 
 CONFIGS = {
     "small": dict(n_samples=2_000, n_features=64, n_codebooks=16, n_keys=256, key_dim=8,
@@ -99,31 +111,12 @@ LABEL_SMOOTHING = 0.1
 TARGETS = {"key_epoch": 10.0, "value_epoch": 500.0, "peak": 1 / 3}
 
 
-def synthetic_embeddings(n_samples, n_features, n_classes, seed=0):
-    """A Gaussian mixture: one cluster per class, like frozen-encoder features.
-
-    Copied from bench_engine.py, so the reference process need not import skkvb.
-    """
-    rng = np.random.RandomState(seed)
-    centers = rng.normal(size=(n_classes, n_features)).astype(np.float32)
-    y = rng.randint(n_classes, size=n_samples)
-    X = centers[y] + 0.8 * rng.normal(size=(n_samples, n_features)).astype(np.float32)
-    return X, y
-
-
 def gaussian_projection(n_features, n_codebooks, key_dim, seed=0):
     """skkvb's projection of ``KeyCodebook(random_state=seed)``: (D, C * d_k), unit-norm
-    columns (the same draw as ``skkvb._projection.make_projection``)."""
+    columns (the same draw as ``skkvb.engine.heads.make_projection``)."""
     matrix = np.random.RandomState(seed).standard_normal((n_features, n_codebooks * key_dim))
     matrix /= np.linalg.norm(matrix, axis=0, keepdims=True)
     return matrix.astype(np.float32)
-
-
-def median_epoch_seconds(log, n_epochs):
-    """Median of the epoch seconds in a verbose KeyValueBottleneckClassifier log."""
-    seconds = [float(s) for s in re.findall(r"loss [\d.]+, ([\d.]+) s", log.getvalue())]
-    assert len(seconds) == n_epochs, log.getvalue()
-    return float(np.median(seconds))
 
 
 def keys_used(codes, n_keys):
@@ -197,7 +190,7 @@ def run_ours(cfg, args):
     figures = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     codebook = KeyCodebook(
         n_codebooks=cfg["n_codebooks"], n_keys=cfg["n_keys"], key_dim=cfg["key_dim"],
-        decay=DECAY, n_epochs=1, batch_size=args.batch_size,
+        decay=DECAY, max_iter=1, batch_size=args.batch_size,
         dead_key_threshold=DEAD_KEY_THRESHOLD, device="cpu", random_state=0,
     )
     measure(figures, "key_epoch", lambda: codebook.fit(X))
@@ -212,7 +205,7 @@ def run_ours(cfg, args):
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         measure(figures, "value_fit", lambda: clf.fit(X, y))
-    figures["value_epoch"] = median_epoch_seconds(log, args.value_epochs)
+    figures["value_epoch"] = median_epoch_seconds(log.getvalue(), args.value_epochs)
     figures["value_epoch_peak"] = figures["value_fit_peak"]
     # The same fit again, its epoch log clocked in CPU seconds (all threads).
     log = io.StringIO()
@@ -220,7 +213,7 @@ def run_ours(cfg, args):
         time, "perf_counter", time.process_time
     ):
         clone(clf).fit(X, y)
-    figures["value_epoch_cpu"] = median_epoch_seconds(log, args.value_epochs)
+    figures["value_epoch_cpu"] = median_epoch_seconds(log.getvalue(), args.value_epochs)
     predictions = measure(figures, "predict", lambda: clf.predict(X))
     figures["accuracy"] = float(np.mean(predictions == y))
     return figures
@@ -345,15 +338,23 @@ def spawn(which, cfg, args):
     figures = json.loads(output.strip().splitlines()[-1])
     # ru_maxrss (KiB on Linux) counts only since the last VmHWM reset; the child
     # reports the peak across its resets.
-    figures["process_peak"] = max(usage.ru_maxrss / 2**20, figures["process_peak_self"] or 0.0)
+    figures["process_peak"] = max(usage_peak_gb(usage), figures["process_peak_self"] or 0.0)
     return figures
 
 
 # ---------------------------------------------------------------- report
 
 
-def fmt(value, spec):
-    return "—" if value is None else format(value, spec)
+TABLE = Table(
+    [("step", 44, ""), ("ours s", 9, ".3f"), ("ref s", 10, ".3f"), ("ratio", 10, "")]
+    + [("target", 9, ""), ("ours GB", 9, ".2f"), ("ref GB", 9, ".2f")],
+    missing="—",
+)
+
+
+def ratio_cell(mine, theirs):
+    """``theirs / mine`` as ``12.3x``; None (printed "—") where either is missing."""
+    return None if mine is None or theirs is None else f"{theirs / mine:.1f}x"
 
 
 def print_config(name, cfg, args, ours, ref, loads):
@@ -366,10 +367,7 @@ def print_config(name, cfg, args, ours, ref, loads):
     )
     print(f"   reference trainable parameters: {ref['n_parameters']:,} (values only: no projection layer)")
     print(f"   load average before {loads[0]}, after {loads[1]}")
-    header = (
-        f"{'step':<44}{'ours s':>9}{'ref s':>10}{'ratio':>10}{'target':>9}"
-        f"{'ours GB':>9}{'ref GB':>9}"
-    )
+    header = TABLE.header()
     print(header)
     print("-" * len(header))
     rows = [
@@ -381,33 +379,35 @@ def print_config(name, cfg, args, ours, ref, loads):
     ]
     for label, key, target in rows:
         mine, theirs = ours.get(key), ref.get(key)
-        ratio = None if mine is None or theirs is None else theirs / mine
         print(
-            f"{label:<44}{fmt(mine, '.3f'):>9}{fmt(theirs, '.3f'):>10}"
-            f"{fmt(ratio, '.1f') + ('x' if ratio else ''):>10}"
-            f"{'' if target is None else f'>={target:g}x':>9}"
-            f"{fmt(ours.get(key + '_peak'), '.2f'):>9}{fmt(ref.get(key + '_peak'), '.2f'):>9}"
+            TABLE.row(
+                label, mine, theirs, ratio_cell(mine, theirs),
+                "" if target is None else f">={target:g}x",
+                ours.get(key + "_peak"), ref.get(key + "_peak"),
+            )
         )
     print("CPU seconds (all threads of the process), same steps:")
     for label, key, _ in rows:
         mine, theirs = ours.get(key + "_cpu"), ref.get(key + "_cpu")
-        ratio = None if mine is None or theirs is None else theirs / mine
-        print(
-            f"{'  ' + label:<44}{fmt(mine, '.3f'):>9}{fmt(theirs, '.3f'):>10}"
-            f"{fmt(ratio, '.1f') + ('x' if ratio else ''):>10}"
-        )
+        print(TABLE.row("  " + label, mine, theirs, ratio_cell(mine, theirs)))
     share = ours["process_peak"] / ref["process_peak"]
     print(
-        f"{'process peak RSS, GB (ours, ref, ours/ref)':<44}{ours['process_peak']:>9.2f}"
-        f"{ref['process_peak']:>10.2f}{share:>9.3f}x{'<=0.333x':>9}"
+        TABLE.row(
+            "process peak RSS, GB (ours, ref, ours/ref)", f"{ours['process_peak']:.2f}",
+            f"{ref['process_peak']:.2f}", f"{share:.3f}x", "<=0.333x",
+        )
     )
     print(
-        f"{f'training accuracy after {args.value_epochs} value epoch(s)':<44}"
-        f"{ours['accuracy']:>9.4f}{ref['accuracy']:>10.4f}"
+        TABLE.row(
+            f"training accuracy after {args.value_epochs} value epoch(s)",
+            f"{ours['accuracy']:.4f}", f"{ref['accuracy']:.4f}",
+        )
     )
     print(
-        f"{'keys nearest to some sample (% of C*K)':<44}"
-        f"{100 * ours['keys_used']:>9.1f}{100 * ref['keys_used']:>10.1f}"
+        TABLE.row(
+            "keys nearest to some sample (% of C*K)",
+            f"{100 * ours['keys_used']:.1f}", f"{100 * ref['keys_used']:.1f}",
+        )
     )
     ok = {
         "key epoch": ref["key_epoch"] / ours["key_epoch"] >= TARGETS["key_epoch"],
@@ -426,7 +426,7 @@ def missing_reference():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--config", choices=["small", "paper", "both"], default="both")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="override N of every configuration")
@@ -465,7 +465,7 @@ def main(argv=None):
         ours = spawn("ours", cfg, args)
         ref = spawn("reference", cfg, args)
         after = os.getloadavg()
-        loads = [" ".join(f"{x:.2f}" for x in load) for load in (before, after)]
+        loads = [load_average(load, sep=" ") for load in (before, after)]
         if name == names[0]:
             versions = ", ".join(f"{k} {v}" for k, v in ref["versions"].items())
             print(f"torch {ours['torch']}; reference: {versions}")

@@ -14,35 +14,31 @@ each step, the total, the peak resident memory and the final test accuracy.
 the recorded figures use the defaults.
 """
 
-import argparse
 import os
-import resource
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.frozen import FrozenEstimator
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 from skkvb.streams import ClassIncrementalSplit
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_engine import synthetic_embeddings  # noqa: E402
+from _common import (  # benchmarks/_common.py, next to this script
+    load_average,
+    make_parser,
+    peak_rss_gb,
+    synthetic_embeddings,
+    timed,
+)
 
 
 def load():
     """The 1-minute load average: other jobs on the cores slow every figure."""
-    return f"load {os.getloadavg()[0]:.1f}"
-
-
-def peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return f"load {load_average(os.getloadavg()[:1], digits=1)}"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--n-train", type=int, default=50_000)
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--key-epochs", type=int, default=10)
@@ -68,33 +64,28 @@ def main(argv=None):
         flush=True,
     )
     total_start = time.perf_counter()
-    start = time.perf_counter()
     codebook = KeyCodebook(
-        n_codebooks=256, n_keys=4096, key_dim=14, n_epochs=args.key_epochs,
+        n_codebooks=256, n_keys=4096, key_dim=14, max_iter=args.key_epochs,
         device=args.device, random_state=0,
-    ).fit(X_train)
-    print(
-        f"key fitting ({args.key_epochs} epochs): {time.perf_counter() - start:.1f} s ({load()})",
-        flush=True,
     )
+    seconds, _ = timed(codebook.fit, X_train)
+    print(f"key fitting ({args.key_epochs} epochs): {seconds:.1f} s ({load()})", flush=True)
 
     model = KeyValueBottleneckClassifier(
         codebook=FrozenEstimator(codebook), value_update="sgd",
-        learning_rate=args.learning_rate, partial_fit_epochs=args.value_epochs,
+        learning_rate=args.learning_rate, partial_fit_max_iter=args.value_epochs,
         batch_size=256, device=args.device, random_state=0,
     )
     split = ClassIncrementalSplit(n_phases=5, random_state=0)
     for phase, part in enumerate(split.split(X_train, y_train), start=1):
-        start = time.perf_counter()
-        model.partial_fit(X_train[part], y_train[part])
+        seconds, _ = timed(model.partial_fit, X_train[part], y_train[part])
         print(
             f"phase {phase}: {len(part)} samples, codes + {args.value_epochs} epochs: "
-            f"{time.perf_counter() - start:.1f} s ({load()})",
+            f"{seconds:.1f} s ({load()})",
             flush=True,
         )
-    start = time.perf_counter()
-    accuracy = model.score(X_test, y_test)
-    print(f"prediction of {args.n_test}: {time.perf_counter() - start:.1f} s ({load()})")
+    seconds, accuracy = timed(model.score, X_test, y_test)
+    print(f"prediction of {args.n_test}: {seconds:.1f} s ({load()})")
     total = time.perf_counter() - total_start
     print(f"total wall time: {total:.1f} s ({total / 60:.1f} min)")
     print(f"peak resident memory: {peak_rss_gb():.2f} GB")

@@ -95,7 +95,7 @@ def make_dkvb_sgd():
     return KeyValueBottleneckClassifier(
         codebook=FrozenEstimator(codebook),
         value_update="sgd",
-        partial_fit_epochs=EVAL_EVERY,
+        partial_fit_max_iter=EVAL_EVERY,
         random_state=0,
     )
 
@@ -115,7 +115,7 @@ learners = {
 # ----------
 #
 # A short loop does what the benchmark's runner does. The SGD bottleneck runs
-# ``partial_fit_epochs`` epochs per call on codes it computes once per call;
+# ``partial_fit_max_iter`` epochs per call on codes it computes once per call;
 # a probe's ``partial_fit`` is one epoch.
 
 
@@ -128,7 +128,7 @@ def run_stream(make, single_pass):
             epochs.append(EPOCHS * (phase + 1))
             accuracy.append(model.score(X_test, y_test))
             continue
-        calls_per_eval = 1 if hasattr(model, "partial_fit_epochs") else EVAL_EVERY
+        calls_per_eval = 1 if hasattr(model, "partial_fit_max_iter") else EVAL_EVERY
         for done in range(EVAL_EVERY, EPOCHS + 1, EVAL_EVERY):
             for _ in range(calls_per_eval):
                 model.partial_fit(X_phase, y_phase)
@@ -148,7 +148,7 @@ for name, (_, accuracy) in curves.items():
 # Counting adds up the same counts in any order, so its class-incremental and
 # i.i.d. models are identical.
 iid_count = make_dkvb_count().partial_fit(X_train, y_train)
-iid_sgd = make_dkvb_sgd().set_params(partial_fit_epochs=EPOCHS).partial_fit(X_train, y_train)
+iid_sgd = make_dkvb_sgd().set_params(partial_fit_max_iter=EPOCHS).partial_fit(X_train, y_train)
 print(f"DKVB i.i.d., counting values: {iid_count.score(X_test, y_test):.3f}")
 print(f"DKVB i.i.d., SGD values:      {iid_sgd.score(X_test, y_test):.3f}")
 

@@ -174,7 +174,7 @@ plt.show()
 # samples fetch, so these bottlenecks keep every class too.
 print("bottlenecks with SGD values, accuracy on the classes seen so far")
 for name, codebook in [("1 x 400 keys", one_codebook), ("20 x 20 keys", many_codebooks)]:
-    model = bottleneck(codebook, value_update="sgd", partial_fit_epochs=STEPS_PER_STAGE)
+    model = bottleneck(codebook, value_update="sgd", partial_fit_max_iter=STEPS_PER_STAGE)
     scores = []
     for stage, (X_stage, y_stage) in enumerate(stages):
         model.partial_fit(X_stage, y_stage, classes=classes)

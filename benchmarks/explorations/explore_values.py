@@ -14,65 +14,61 @@ value variants that all keep updates local to the keys a sample fetched:
 * ``sgd``: the paper's SGD values (learning_rate="auto", class-incremental
   and i.i.d.), for reference.
 
-Inputs are normalised five ways before the keys are fitted (``--norm``):
-``task`` (StandardScaler fitted on the task's training inputs, what
-``skkvb-bench`` does), ``key`` (fitted on the key data), ``own`` (key data and task data each
-standardised with their own statistics), ``l2`` (each row scaled to unit
-norm; no statistics), ``none``.
+Counts and values are the library's (``skkvb.engine.values``: ``add_counts``,
+``count_values``, and ``decode_counts`` for ``count``, which is what
+``KeyValueBottleneckClassifier(value_update="count", count_smoothing=a,
+mask_unused_keys=False)`` computes); the variants only change which keys a
+sample counts in and how the fetched values are averaged.
 
-    python benchmarks/explore_values.py --dataset fashion-mnist --key-data mnist \
+Inputs are normalised five ways before the keys are fitted (``--norms``):
+``task`` (StandardScaler fitted on the task's training inputs, what
+``skkvb-bench --scaling standard`` does), ``key`` (fitted on the key data),
+``own`` (key data and task data each standardised with their own
+statistics), ``l2`` (each row scaled to unit norm; no statistics), ``none``.
+A scaling ending in ``+heads`` also scales every head to unit norm.
+
+    python benchmarks/explorations/explore_values.py --dataset fashion-mnist --key-data mnist \
         --shapes 64x512x8,256x1024x8 --norms task,key,l2,none
 
 Embeddings come from skkvb-bench's cache (run skkvb-bench on the dataset first
-or let this script compute them: ~25 minutes per 60k images on one thread).
-Prints one line per variant: test accuracy (and log loss where meaningful).
+or let this script compute them, which is slow on a CPU). Prints one line per
+variant: test accuracy (and log loss where meaningful).
 """
 
-import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
-import joblib
 import numpy as np
 import torch
 from sklearn.frozen import FrozenEstimator
-from sklearn.preprocessing import StandardScaler, normalize
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb._codebook import prepare_keys
-from skkvb.bench._cli import _default_cache_dir
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
+from skkvb.engine.codes import flat_codes, prepare_keys
+from skkvb.engine.heads import make_projection, project
+from skkvb.engine.values import add_counts, count_values, decode_counts, mean_over_codebooks
 from skkvb.streams import ClassIncrementalSplit
 
+# benchmarks/_common.py is one folder up: put that folder on the import path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import (  # noqa: E402
+    comma_list,
+    embedding_cache,
+    load_embeddings,
+    make_parser,
+    normalise,
+    parse_shape,
+)
 
-def load_embeddings(name, encoder, memory):
-    data = load_dataset(name)
-    Z_train = embed(encoder, data.X_train, data.image_shape, memory=memory)
-    Z_test = embed(encoder, data.X_test, data.image_shape, memory=memory)
-    return Z_train, data.y_train, Z_test, data.y_test
 
-
-def normalise(kind, Z_key, Z_train, Z_test):
-    if kind == "none":
-        return Z_key, Z_train, Z_test
-    if kind == "l2":
-        return tuple(normalize(Z).astype(np.float32) for Z in (Z_key, Z_train, Z_test))
-    if kind == "own":  # each dataset standardised with its own statistics
-        key_scaler, task_scaler = StandardScaler().fit(Z_key), StandardScaler().fit(Z_train)
-        as32 = lambda Z: Z.astype(np.float32)  # noqa: E731
-        return (as32(key_scaler.transform(Z_key)), as32(task_scaler.transform(Z_train)),
-                as32(task_scaler.transform(Z_test)))
-    scaler = StandardScaler().fit(Z_train if kind == "task" else Z_key)
-    scale = lambda Z: scaler.transform(Z).astype(np.float32)  # noqa: E731
-    return scale(Z_key), scale(Z_train), scale(Z_test)
+def shape_name(shape):
+    return "x".join(str(v) for v in shape)
 
 
 def unit_heads(Zs, n_codebooks, key_dim, seed):
     """Project with a fixed Gaussian matrix and scale each head to unit norm;
     returned flat, for a ``projection="partition"`` codebook (identity heads)."""
-    from skkvb._projection import make_projection
-
     matrix = make_projection("gaussian", Zs[0].shape[1], n_codebooks, key_dim,
                              np.random.RandomState(seed))
     out = []
@@ -91,7 +87,7 @@ def top_keys(codebook, Z, top_k, block=512):
     n_codebooks = keys.shape[0]
     indices, distances = [], []
     for start in range(0, len(Z), block):
-        heads = (torch.as_tensor(Z[start : start + block]) @ projection).view(-1, n_codebooks, keys.shape[2])
+        heads = project(torch.as_tensor(Z[start : start + block]), projection, n_codebooks)
         heads = heads.transpose(0, 1)  # (C, n, d)
         d2 = torch.baddbmm(key_sq_norms, heads, keys_t, alpha=-2.0)
         d2 += heads.pow(2).sum(-1, keepdim=True)  # true squared distances, for weighting
@@ -101,14 +97,27 @@ def top_keys(codebook, Z, top_k, block=512):
     return torch.cat(indices), torch.cat(distances)
 
 
-def count_table(index, weights, y, n_codebooks, n_keys, n_classes):
-    """Per (codebook, key) class counts: (C * K, n_classes)."""
+def table_rows(index, n_keys):
+    """Rows of a (C * K, n_classes) table of the keys in ``index`` (N, C, k)."""
     n, c, k = index.shape
-    rows = (index + (torch.arange(c) * n_keys).view(1, c, 1)).reshape(-1)
-    cols = torch.as_tensor(y).view(n, 1, 1).expand(n, c, k).reshape(-1)
-    table = torch.zeros(n_codebooks * n_keys * n_classes, dtype=torch.float64)
-    table.index_add_(0, rows * n_classes + cols, weights.reshape(-1).double())
-    return table.view(n_codebooks * n_keys, n_classes)
+    rows = flat_codes(index.transpose(1, 2).reshape(n * k, c), n_keys)  # (N * k, C)
+    return rows.view(n, k, c).transpose(1, 2)
+
+
+def count_table(rows, weights, y, n_codebooks, n_keys, n_classes):
+    """Per (codebook, key) class counts, (C * K, n_classes) float64, by the library's
+    ``add_counts``. ``rows`` (N, C, k) are the keys each sample counts in, with
+    ``weights`` (N, C, k); ``None`` counts each sample once in its nearest key per
+    codebook, as ``value_update="count"`` does."""
+    n, c, k = rows.shape
+    table = torch.zeros(n_codebooks * n_keys, n_classes, dtype=torch.float64)
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    if weights is None:
+        add_counts(table, rows[..., 0], labels)
+    else:  # each (sample, codebook, key) entry counted with its own weight
+        entries = rows.reshape(-1, 1)
+        add_counts(table, entries, labels.repeat_interleave(c * k), weights.reshape(-1))
+    return table
 
 
 def soft_weights(distances, k, temperature):
@@ -118,18 +127,21 @@ def soft_weights(distances, k, temperature):
     return torch.softmax(scaled, dim=-1)
 
 
-def count_logits(table, index, weights, smoothing, codebook_weights=None):
-    n, c, k = index.shape
-    n_keys = table.shape[0] // c
-    values = torch.log(table + smoothing) - torch.log(
-        table.sum(1, keepdim=True) + smoothing * table.shape[1]
-    )
-    rows = index + (torch.arange(c) * n_keys).view(1, c, 1)
-    fetched = values[rows.reshape(-1)].view(n, c, k, -1)
-    per_codebook = (fetched * weights.unsqueeze(-1).double()).sum(2)  # (n, c, classes)
+def count_logits(table, rows, weights, smoothing, codebook_weights=None):
+    """Logits (N, n_classes) of the library's counting values fetched at ``rows``
+    (N, C, k): ``decode_counts`` for the nearest key alone (``weights`` None),
+    else the ``weights``-weighted sum over the k keys of ``count_values``."""
+    if weights is None and codebook_weights is None:
+        return decode_counts(table, rows[..., 0], smoothing)
+    n, c, k = rows.shape
+    fetched = count_values(table.index_select(0, rows.reshape(-1)), smoothing).view(n, c, k, -1)
+    if weights is None:
+        per_codebook = fetched[:, :, 0]
+    else:
+        per_codebook = (fetched * weights.unsqueeze(-1).double()).sum(2)  # (n, c, classes)
     if codebook_weights is not None:
         per_codebook = per_codebook * codebook_weights.view(1, c, 1)
-    return per_codebook.mean(1)
+    return mean_over_codebooks(per_codebook)
 
 
 def mutual_information(table, n_codebooks):
@@ -156,7 +168,7 @@ def sgd_runs(codebook, Z_train, y_train, Z_test, y_test, seed, epochs):
     results = {}
     for setting in ("iid", "class-incremental"):
         model = KeyValueBottleneckClassifier(
-            codebook=FrozenEstimator(codebook), partial_fit_epochs=epochs, random_state=seed,
+            codebook=FrozenEstimator(codebook), partial_fit_max_iter=epochs, random_state=seed,
             value_update="sgd",
         )
         if setting == "iid":
@@ -173,7 +185,7 @@ def sgd_runs(codebook, Z_train, y_train, Z_test, y_test, seed, epochs):
 
 def explore(args):
     torch.set_num_threads(args.threads)
-    memory = joblib.Memory(_default_cache_dir(), verbose=0)
+    memory = embedding_cache()
     Z_train, y_train, Z_test, y_test = load_embeddings(args.dataset, args.encoder, memory)
     if args.key_data == "train":
         Z_key = Z_train
@@ -187,41 +199,41 @@ def explore(args):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    for norm in args.norms.split(","):
+    for norm in args.norms:
         unit = norm.endswith("+heads")
         K0, Tr0, Te0 = normalise(norm.removesuffix("+heads"), Z_key, Z_train, Z_test)
-        for shape in args.shapes.split(","):
-            C, K, d = (int(v) for v in shape.split("x"))
+        for shape in args.shapes:
+            C, K, d = shape
             K_, Tr, Te = unit_heads((K0, Tr0, Te0), C, d, args.seed) if unit else (K0, Tr0, Te0)
             start = time.perf_counter()
             codebook = KeyCodebook(
-                n_codebooks=C, n_keys=K, key_dim=d, n_epochs=args.key_epochs,
+                n_codebooks=C, n_keys=K, key_dim=d, max_iter=args.key_epochs,
                 projection="partition" if unit else "gaussian", random_state=args.seed,
             ).fit(K_[: args.max_key_samples])
             fit_s = time.perf_counter() - start
             top = max(args.top_k)
             index_tr, dist_tr = top_keys(codebook, Tr, top)
             index_te, dist_te = top_keys(codebook, Te, top)
-            common = dict(norm=norm, shape=shape, key_fit_s=round(fit_s, 1))
+            rows_tr, rows_te = table_rows(index_tr, K), table_rows(index_te, K)
+            common = dict(norm=norm, shape=shape_name(shape), key_fit_s=round(fit_s, 1))
             for k in args.top_k:
                 for temperature in [None] + ([] if k == 1 else args.temperatures):
-                    w_tr = soft_weights(dist_tr, k, temperature)
-                    w_te = soft_weights(dist_te, k, temperature)
-                    table = count_table(index_tr[..., :k], w_tr, y_train, C, K, n_classes)
+                    # The nearest key alone, unweighted: the library's counting as it is.
+                    w_tr = None if k == 1 else soft_weights(dist_tr, k, temperature)
+                    w_te = None if k == 1 else soft_weights(dist_te, k, temperature)
+                    table = count_table(rows_tr[..., :k], w_tr, y_train, C, K, n_classes)
                     name = "count" if k == 1 else f"count-top{k}" + (
                         "" if temperature is None else f"-dw{temperature:g}"
                     )
                     for a in args.smoothing:
-                        acc, loss = scores(
-                            count_logits(table, index_te[..., :k], w_te, a), y_test
-                        )
+                        acc, loss = scores(count_logits(table, rows_te[..., :k], w_te, a), y_test)
                         report(**common, variant=name, smoothing=a, accuracy=acc, log_loss=loss)
                     if k == 1:
                         weights = mutual_information(table, C)
                         weights = weights / weights.mean()
                         for a in args.smoothing:
                             acc, loss = scores(
-                                count_logits(table, index_te[..., :1], w_te, a, weights), y_test
+                                count_logits(table, rows_te[..., :1], None, a, weights), y_test
                             )
                             report(**common, variant="count-mi", smoothing=a, accuracy=acc,
                                    log_loss=loss)
@@ -257,19 +269,17 @@ def summarise(paths):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--summarise", nargs="+", metavar="JSONL",
                         help="print the mean table of result files and exit")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--key-data", default="train", help="'train' or another dataset name")
-    parser.add_argument("--shapes", default="64x512x8")
-    parser.add_argument("--norms", default="task")
-    parser.add_argument("--top-k", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
-    parser.add_argument("--temperatures", type=lambda s: [float(v) for v in s.split(",")],
-                        default=[1.0])
-    parser.add_argument("--smoothing", type=lambda s: [float(v) for v in s.split(",")],
-                        default=[0.1, 1.0])
+    parser.add_argument("--shapes", type=comma_list(parse_shape), default=[(64, 512, 8)])
+    parser.add_argument("--norms", type=comma_list(str), default=["task"])
+    parser.add_argument("--top-k", type=comma_list(int), default=[1, 2, 4, 8])
+    parser.add_argument("--temperatures", type=comma_list(float), default=[1.0])
+    parser.add_argument("--smoothing", type=comma_list(float), default=[0.1, 1.0])
     parser.add_argument("--key-epochs", type=int, default=10)
     parser.add_argument("--max-key-samples", type=int, default=None)
     parser.add_argument("--sgd-epochs", type=int, default=0)
