@@ -28,7 +28,7 @@ from ._encoding import encode_array
 from ._key_codebook import KeyCodebook
 from ._labels import extend_label_set, label_kind, start_label_set
 from ._persistence import all_or_nothing
-from ._validation import validate_features
+from ._validation import first_partial_fit, validate_features
 from .engine.codes import count_usage, flat_codes, prepare_keys
 from .engine.threads import single_threaded
 from .engine.values import VALUE_MODELS
@@ -330,9 +330,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         self : KeyValueBottleneckClassifier
             The updated classifier.
         """
-        first_call = not hasattr(self, "classes_")
-        if not first_call:  # _fit_context checks parameters on the first call only
-            self._validate_params()
+        first_call = first_partial_fit(self, "classes_")
         X, y = self._validate(X, y, reset=first_call)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float32, ensure_non_negative=True,

@@ -19,7 +19,7 @@ from ._dask import is_dask_array, transform_row_blocks
 from ._device import DeviceMixin, resolve_device
 from ._encoding import encode_array
 from ._persistence import all_or_nothing
-from ._validation import validate_features
+from ._validation import first_partial_fit, validate_features
 from .engine.heads import PROJECTIONS, head_shape, make_projection, project
 from .engine.keys import EMAState, ema_update, init_ema_state
 from .engine.seeding import draw_seed, torch_generator
@@ -232,9 +232,7 @@ class KeyCodebook(
         self : KeyCodebook
             The updated codebook.
         """
-        first_call = not hasattr(self, "keys_")
-        if not first_call:  # _fit_context checks parameters on the first call only
-            self._validate_params()
+        first_call = first_partial_fit(self, "keys_")
         X = validate_features(self, X, reset=first_call)
         self._check_partition(X)
         device = resolve_device(self.device)

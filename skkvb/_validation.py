@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import FLOAT_DTYPES, validate_data
 
-__all__ = ["check_float32_range", "validate_features"]
+__all__ = ["check_float32_range", "first_partial_fit", "validate_features"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -31,3 +31,15 @@ def validate_features(estimator, X, y="no_validation", reset=True):
         return check_float32_range(out)
     X, y = out
     return check_float32_range(X), y
+
+
+def first_partial_fit(estimator, fitted_attribute):
+    """Whether this ``partial_fit`` call is the estimator's first.
+
+    sklearn's ``_fit_context`` checks the parameters on the first call only; a
+    parameter set between later calls is checked here, before any state changes.
+    """
+    if not hasattr(estimator, fitted_attribute):
+        return True
+    estimator._validate_params()
+    return False
