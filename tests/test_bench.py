@@ -196,18 +196,8 @@ def test_npz_dataset_and_key_data_from_another_set(tmp_path, capsys):
     np.savez(tmp_path / "keys.npz", X=rng.normal(size=(50, 3)), y=np.zeros(50))
     code, out = _run_cli(
         tmp_path,
-        "--dataset",
-        str(tmp_path / "blobs.npz"),
-        "--key-data",
-        str(tmp_path / "keys.npz"),
-        "--phases",
-        "3",
-        "--epochs",
-        "2",
-        "--seeds",
-        "1",
-        "--methods",
-        "dkvb,slda",
+        *("--dataset", str(tmp_path / "blobs.npz"), "--key-data", str(tmp_path / "keys.npz")),
+        *("--phases", "3", "--epochs", "2", "--seeds", "1", "--methods", "dkvb,slda"),
     )
     assert code == 0
     record = json.loads((out / "blobs-raw.json").read_text())
@@ -281,22 +271,8 @@ def test_fashion_mnist_from_the_debian_package():
 def test_efficientnet_lite0_encoder_on_a_tiny_subset(tmp_path, capsys):
     code, out = _run_cli(
         tmp_path,
-        "--encoder",
-        "efficientnet-lite0",
-        "--max-train",
-        "20",
-        "--max-test",
-        "10",
-        "--methods",
-        "ncm",
-        "--phases",
-        "2",
-        "--epochs",
-        "1",
-        "--seeds",
-        "1",
-        "--device",
-        "cpu",
+        *("--encoder", "efficientnet-lite0", "--max-train", "20", "--max-test", "10"),
+        *("--methods", "ncm", "--phases", "2", "--epochs", "1", "--seeds", "1", "--device", "cpu"),
     )
     assert code == 0
     record = json.loads((out / "digits-efficientnet-lite0.json").read_text())

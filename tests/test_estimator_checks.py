@@ -1,7 +1,7 @@
 """scikit-learn's common estimator checks, with no expected failures."""
 
+from _helpers import ShapeAgnostic
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from test_backbone import ShapeAgnostic
 
 from skkvb import FrozenBackboneTransformer, KeyCodebook, KeyValueBottleneckClassifier
 

@@ -2,9 +2,6 @@
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skkvb.bench import (
@@ -23,6 +20,8 @@ PEERS = [
     SGDLinearProbe(),
     MLPProbe(),
 ]
+
+
 def _small_ranpac(**params):
     return RandomReLURidgeClassifier(n_components=500, **params)
 
@@ -38,16 +37,6 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.3, stratify=y, random_state=0
-    )
-    scaler = StandardScaler().fit(X_train)
-    return scaler.transform(X_train), y_train, scaler.transform(X_test), y_test
-
-
 def _class_incremental(estimator, X, y, n_phases=5, epochs=1):
     for group in np.array_split(np.unique(y), n_phases):
         mask = np.isin(y, group)
@@ -57,9 +46,9 @@ def _class_incremental(estimator, X, y, n_phases=5, epochs=1):
 
 
 @pytest.mark.parametrize("make", STATISTICS)
-def test_statistics_peers_do_not_depend_on_order(make, digits):
+def test_statistics_peers_do_not_depend_on_order(make, digits_split):
     """Exact running statistics: class-incremental equals one batch of everything."""
-    X, y, X_test, _ = digits
+    X, X_test, y, _ = digits_split
     params = {"random_state": 0} if make is _small_ranpac else {}
     streamed = _class_incremental(make(**params), X, y)
     at_once = make(**params).partial_fit(X, y)
@@ -77,15 +66,15 @@ def test_statistics_peers_do_not_depend_on_order(make, digits):
         (RandomReLURidgeClassifier(n_components=1000, random_state=0), 0.95),
     ],
 )
-def test_statistics_peers_learn_digits(estimator, floor, digits):
-    X, y, X_test, y_test = digits
+def test_statistics_peers_learn_digits(estimator, floor, digits_split):
+    X, X_test, y, y_test = digits_split
     assert _class_incremental(estimator, X, y).score(X_test, y_test) > floor
 
 
 @pytest.mark.parametrize("make", [SGDLinearProbe, MLPProbe])
-def test_gradient_probes_forget(make, digits):
+def test_gradient_probes_forget(make, digits_split):
     """Trained phase after phase, the last phase's classes take over the predictions."""
-    X, y, X_test, y_test = digits
+    X, X_test, y, y_test = digits_split
     iid = make(random_state=0)
     for _ in range(20):
         iid.partial_fit(X, y)
@@ -96,9 +85,9 @@ def test_gradient_probes_forget(make, digits):
     assert np.isin(incremental.predict(X_test), last_phase).mean() > 0.4
 
 
-def test_growing_label_set_matches_classes_given_upfront(digits):
+def test_growing_label_set_matches_classes_given_upfront(digits_split):
     """A new class starts as a copy of the spare output: exactly the fixed-label run."""
-    X, y, X_test, _ = digits
+    X, X_test, y, _ = digits_split
     growing = _class_incremental(SGDLinearProbe(shuffle=False, random_state=0), X, y, epochs=2)
     fixed = SGDLinearProbe(shuffle=False, random_state=0)
     for group in np.array_split(np.arange(10), 5):

@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _helpers import class_incremental
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -46,19 +47,13 @@ def dkvb_pipeline():
     )
 
 
-def class_incremental_phases(X, y, n_phases=5):
-    for classes in np.array_split(np.unique(y), n_phases):
-        in_phase = np.isin(y, classes)
-        yield X[in_phase], y[in_phase]
-
-
 def test_dkvb_pipeline_fits_streams_predicts_and_round_trips(digits, tmp_path):
     X_train, X_test, y_train, y_test = digits
     fitted = dkvb_pipeline().fit(X_train, y_train)
     assert fitted.score(X_test, y_test) > 0.85
 
     streamed = dkvb_pipeline()
-    for X_phase, y_phase in class_incremental_phases(X_train, y_train):
+    for X_phase, y_phase in class_incremental(X_train, y_train):
         assert streamed.partial_fit(X_phase, y_phase) is streamed
     np.testing.assert_array_equal(streamed.classes_, np.arange(10))
     assert streamed.score(X_test, y_test) > 0.7  # no replay, one pass, classes unseen at first
@@ -75,7 +70,7 @@ def test_partial_fit_equals_the_manual_loop(digits):
     X_train, X_test, y_train, _ = digits
     pipeline = dkvb_pipeline()
     embedder, classifier = clone(pipeline[0]), clone(pipeline[-1])
-    for X_phase, y_phase in class_incremental_phases(X_train, y_train, n_phases=2):
+    for X_phase, y_phase in class_incremental(X_train, y_train, n_phases=2):
         pipeline.partial_fit(X_phase, y_phase, classes=np.arange(10))
         if not hasattr(embedder, "encoder_"):
             embedder.fit(X_phase)
@@ -141,11 +136,6 @@ def test_make_streaming_pipeline_names_steps():
 def test_partial_fit_is_all_or_nothing_across_steps():
     """A batch the scaler accepts (it ignores NaN) but the classifier rejects
     leaves the scaler as it was."""
-    import numpy as np
-    from sklearn.preprocessing import StandardScaler
-
-    from skkvb import KeyCodebook, KeyValueBottleneckClassifier, make_streaming_pipeline
-
     rng = np.random.RandomState(0)
     X, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
     scaler = StandardScaler()
