@@ -7,7 +7,7 @@ value model chosen by ``value_update`` (:mod:`skkvb.engine.values`).
 
 import copy
 from contextlib import nullcontext
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from ._encoding import encode_array
 from ._key_codebook import KeyCodebook
 from ._labels import extend_label_set, label_kind, start_label_set
 from ._persistence import all_or_nothing
-from ._validation import first_partial_fit, validate_features
+from ._validation import Count, first_partial_fit, validate_features
 from .engine.codes import count_usage, flat_codes, prepare_keys
 from .engine.threads import single_threaded
 from .engine.values import VALUE_MODELS
@@ -37,6 +37,9 @@ __all__ = ["KeyValueBottleneckClassifier"]
 
 # Rows encoded and decoded at a time in prediction, to bound memory.
 PREDICT_CHUNK_ROWS = 4096
+# Total sample weight a model may learn from: half of float32's range, so that
+# class counts, their totals and SGD steps stay finite.
+WEIGHT_BUDGET = float(np.finfo(np.float32).max) / 2
 
 
 def _is_fitted(estimator):
@@ -232,10 +235,10 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "codebook": [HasMethods(["fit", "transform", "engine_tensors"]), None],
         "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Count()],
+        "batch_size": [Count()],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
-        "partial_fit_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "partial_fit_max_iter": [Count()],
         "mask_unused_keys": ["boolean"],
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
@@ -294,10 +297,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         """
         X, y = self._validate(X, y, reset=True)
         random_state = check_random_state(self.random_state)
-        codebook = self._new_codebook(random_state)
-        if not _is_fitted(codebook):
-            codebook.fit(X)
-        self._check_codebook(codebook, X.shape[1])
+        codebook = self._fitted_codebook(X, random_state, keep_fitted=False)
         self._random_state = random_state
         self._start(codebook, np.unique(y), fixed=True)
         self._learn(X, y, None, self.max_iter)
@@ -339,7 +339,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         if first_call:
             known, fixed = start_label_set(y, classes)
             random_state = check_random_state(self.random_state)
-            codebook = self._codebook_for_stream(X, random_state)
+            codebook = self._fitted_codebook(X, random_state, keep_fitted=True)
             self._random_state = random_state
             self._start(codebook, known, fixed)
             trained_before = False
@@ -369,28 +369,26 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ codebook
 
-    def _new_codebook(self, random_state):
-        """A clone of the codebook parameter, seeded from our random_state when
-        it has none of its own (so random_state alone makes fit deterministic)."""
+    def _fitted_codebook(self, X, random_state, keep_fitted):
+        """The codebook of a new model, fitted on X unless it came fitted.
+
+        ``fit`` refits a clone of the codebook parameter (``keep_fitted=False``)
+        and the first ``partial_fit`` keeps an already fitted one. A codebook
+        that stays fitted is a private copy: a FrozenEstimator's clone is itself,
+        so later changes to the user's codebook would otherwise leak in. An
+        unfitted one without a random_state of its own is seeded from ours, so
+        random_state alone makes fitting deterministic.
+        """
+        seed = random_state.randint(np.iinfo(np.int32).max)
         if self.codebook is None:
             codebook = KeyCodebook(device=self.device)
         else:
             codebook = clone(self.codebook)
-        seed = random_state.randint(np.iinfo(np.int32).max)
-        if not _is_fitted(codebook) and codebook.random_state is None:
-            codebook.set_params(random_state=seed)
-        return codebook
-
-    def _codebook_for_stream(self, X, random_state):
-        """First partial_fit: keep an already fitted codebook (a private copy,
-        so later changes to the parameter do not leak in), else fit on X."""
-        if self.codebook is not None and _is_fitted(self.codebook):
-            random_state.randint(np.iinfo(np.int32).max)  # same stream as _new_codebook
-            codebook = clone(self.codebook)
-            if codebook is not self.codebook:  # a plain fitted codebook: clone dropped its keys
+            if _is_fitted(codebook) or (keep_fitted and _is_fitted(self.codebook)):
                 codebook = copy.deepcopy(self.codebook)
-        else:
-            codebook = self._new_codebook(random_state)
+        if not _is_fitted(codebook):
+            if codebook.random_state is None:
+                codebook.set_params(random_state=seed)
             codebook.fit(X)
         self._check_codebook(codebook, X.shape[1])
         return codebook
@@ -417,6 +415,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
             device=resolve_device(self.device),
         )
         self.key_usage_ = np.zeros((n_codebooks, n_keys), dtype=np.int64)
+        self._weight_seen = 0.0
 
     def _rule_parameters(self):
         """The parameters the value rule reads, by name, from this estimator."""
@@ -429,6 +428,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         batch fetches are put back if training raises (a new model is simply
         dropped with the rest of the call's state).
         """
+        batch_weight = len(y) if sample_weight is None else np.sum(sample_weight, dtype=float)
+        self._check_weight_budget(batch_weight)
         model = self._value_model
         device = model.device
         codes = self._codes(X)
@@ -445,6 +446,17 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
             )
             used = codes if weights is None else codes[weights > 0]
             self.key_usage_ = self.key_usage_ + count_usage(used, model.n_keys).cpu().numpy()
+        self._weight_seen += float(batch_weight)
+
+    def _check_weight_budget(self, batch_weight):
+        """Refuse weights whose total would overflow the float32 value table: a
+        key's count (and an SGD step) grows with the weight of its samples."""
+        if self._weight_seen + batch_weight > WEIGHT_BUDGET:
+            raise ValueError(
+                f"sample_weight adds up to {batch_weight:.3g} in this call and "
+                f"{self._weight_seen:.3g} before it, beyond the {WEIGHT_BUDGET:.3g} that "
+                "the float32 value table holds; rescale the weights."
+            )
 
     # ---------------------------------------------------------- prediction
 

@@ -20,11 +20,13 @@ import warnings
 import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
-from ._persistence import tag_state, untag_state
+from ._persistence import state_lock, tag_state, untag_state
 
 __all__ = ["DeviceMixin", "check_device", "resolve_device", "state_to_cpu", "state_to_device"]
 
 _SAVED_DEVICE_KEY = "_saved_device"
+# Devices the engine runs on; others ("meta", "xla", ...) hold no data or lack its kernels.
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def resolve_device(device):
@@ -55,12 +57,15 @@ def check_device(device):
     if device is None or (isinstance(device, str) and device == "auto"):
         return None
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in _DEVICE_TYPES:
         raise InvalidParameterError(
-            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or a "
-            f"torch.device. Got {device!r} instead."
-        ) from exc
+            "The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a "
+            f"torch.device of those types. Got {device!r} instead."
+        )
+    return resolved
 
 
 def _available(device):
@@ -84,17 +89,19 @@ def _device_of(value):
     return None
 
 
-def _moved(value, device):
-    """``value`` on ``device``, never moving the original in place."""
+def _cpu_copy(value):
+    """A copy of ``value`` on the CPU, never moving or sharing the original:
+    tensors are updated in place by training, which may go on after a pickle
+    has taken its state."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to(device)
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, torch.nn.Module):
-        return copy.deepcopy(value).to(device)
-    return value.to(device)
+        return copy.deepcopy(value).to("cpu")
+    return value.to("cpu", copy=True)
 
 
 def state_to_cpu(state):
-    """Copy of an attribute dict with every piece of device state on the CPU.
+    """Copy of an attribute dict with every piece of device state copied to the CPU.
 
     The device it came from is recorded under ``"_saved_device"``, so that
     :func:`state_to_device` can move it back where that device exists.
@@ -103,9 +110,12 @@ def state_to_cpu(state):
     saved_device = None
     for name, value in state.items():
         device = _device_of(value)
-        if device is not None and device.type != "cpu":
+        if device is None:
+            continue
+        if device.type != "cpu":
             saved_device = str(device)
-            out[name] = _moved(value, "cpu")
+        if not isinstance(value, torch.nn.Module) or device.type != "cpu":
+            out[name] = _cpu_copy(value)  # a module on the CPU is not trained: no copy
     out[_SAVED_DEVICE_KEY] = saved_device
     return out
 
@@ -152,7 +162,8 @@ class DeviceMixin:
         check_device(self.device)
 
     def __getstate__(self):
-        return tag_state(state_to_cpu(super().__getstate__()))
+        with state_lock(self):  # never a fitting call of another thread half done
+            return tag_state(state_to_cpu(super().__getstate__()))
 
     def __setstate__(self, state):
         super().__setstate__(state_to_device(untag_state(state, type(self).__name__)))

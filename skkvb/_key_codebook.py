@@ -1,6 +1,6 @@
 """KeyCodebook: the projection and the frozen keys as a scikit-learn transformer."""
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,7 +19,7 @@ from ._dask import is_dask_array, transform_row_blocks
 from ._device import DeviceMixin, resolve_device
 from ._encoding import encode_array
 from ._persistence import all_or_nothing
-from ._validation import first_partial_fit, validate_features
+from ._validation import Count, first_partial_fit, validate_features
 from .engine.heads import PROJECTIONS, head_shape, make_projection, project
 from .engine.keys import EMAState, ema_update, init_ema_state
 from .engine.seeding import draw_seed, torch_generator
@@ -138,13 +138,13 @@ class KeyCodebook(
     """
 
     _parameter_constraints: dict = {
-        "n_codebooks": [Interval(Integral, 1, None, closed="left")],
-        "n_keys": [Interval(Integral, 1, None, closed="left")],
-        "key_dim": [Interval(Integral, 1, None, closed="left")],
+        "n_codebooks": [Count()],
+        "n_keys": [Count()],
+        "key_dim": [Count()],
         "projection": [StrOptions(set(PROJECTIONS))],
         "decay": [Interval(Real, 0, 1, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Count()],
+        "batch_size": [Count()],
         "dead_key_threshold": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device, None],
         "random_state": ["random_state"],

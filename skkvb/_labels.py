@@ -50,8 +50,10 @@ def start_label_set(y, classes=None):
     kind, y_kind = label_kind(classes, "classes"), label_kind(y, "y")
     if kind != y_kind:
         raise ValueError(f"classes holds {kind} labels, but y holds {y_kind} labels.")
+    if classes.dtype.kind == "f" and np.isnan(classes).any():
+        raise ValueError("classes contains NaN, which cannot be a class label.")
     classes = np.unique(classes)
-    _check_known(y, classes)
+    _check_known(_in_dtype_of(np.unique(y), classes, "y"), classes)
     return classes, True
 
 
@@ -73,16 +75,38 @@ def extend_label_set(classes_, fixed, y, classes=None):
             "classes may only be given on the first call to partial_fit, or equal to "
             f"classes_ {classes_.tolist()}; got {np.unique(classes).tolist()}."
         )
+    labels = _in_dtype_of(np.unique(y), classes_, "y")
     if fixed:
-        _check_known(y, classes_)
+        _check_known(labels, classes_)
         return classes_, None
-    new_labels = np.setdiff1d(np.unique(y), classes_)
+    new_labels = np.setdiff1d(labels, classes_)
     if new_labels.size == 0:
         return classes_, None
     merged = np.union1d(classes_, new_labels)
     source = np.full(len(merged), -1)
     source[np.searchsorted(merged, classes_)] = np.arange(len(classes_))
     return merged, source
+
+
+def _in_dtype_of(labels, classes, name):
+    """``labels`` as ``classes``' dtype, or a ValueError if that would change any.
+
+    numpy would otherwise promote (int64 and uint64 to float64, int64 to
+    float64 past 2**53) and silently merge distinct labels, or turn an integer
+    class list into floats. Strings keep numpy's promotion, which loses nothing.
+    """
+    if labels.dtype.kind not in "biuf" or classes.dtype.kind not in "biuf":
+        return labels
+    with np.errstate(invalid="ignore", over="ignore"):
+        cast = labels.astype(classes.dtype)
+    # Python compares int and float values exactly: no wrap-around, no rounding.
+    if cast.tolist() != labels.tolist():
+        raise ValueError(
+            f"{name} holds labels {labels.tolist()[:10]} of dtype {labels.dtype} that the "
+            f"classes' dtype {classes.dtype} cannot hold exactly; give every class "
+            "upfront with classes= in one dtype."
+        )
+    return cast
 
 
 def _check_known(y, classes):

@@ -5,24 +5,31 @@ Two guarantees every estimator of the package gives:
 - *All or nothing.* A fitting call that raises -- invalid input, a
   ``KeyboardInterrupt``, running out of memory -- leaves the estimator exactly
   as it was before the call (:func:`all_or_nothing`).
-- *Versioned pickles.* Pickled state carries the format it was written in, and
-  loading a format this version cannot read fails with a message that says so
-  (:func:`tag_state`, :func:`untag_state`; used by
+- *Versioned, checked pickles.* Pickled state carries the format it was
+  written in and a digest of its numbers; loading a format this version cannot
+  read, or numbers that no longer match their digest, fails with a message
+  that says so (:func:`tag_state`, :func:`untag_state`; used by
   :class:`~skkvb._device.DeviceMixin`).
 
-Imports numpy only.
+Fitting calls and pickling hold a per-estimator lock (:func:`state_lock`), so a
+snapshot taken in one thread never sees a fitting call of another half done.
 """
 
 import functools
+import threading
+import weakref
 from importlib import metadata
 
 import numpy as np
+
+from ._integrity import state_digest
 
 __all__ = [
     "STATE_FORMAT",
     "all_or_nothing",
     "restore",
     "snapshot",
+    "state_lock",
     "tag_state",
     "untag_state",
 ]
@@ -34,6 +41,21 @@ __all__ = [
 STATE_FORMAT = 2
 _FORMAT_KEY = "_skkvb_state_format"
 _VERSION_KEY = "_skkvb_version"
+_DIGEST_KEY = "_skkvb_digest"
+
+# One re-entrant lock per live estimator, kept outside its attributes so that
+# clone, get_params and pickles never see it.
+_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def state_lock(estimator):
+    """The lock that fitting calls and snapshots of ``estimator`` hold."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(estimator)
+        if lock is None:
+            lock = _LOCKS[estimator] = threading.RLock()
+        return lock
 
 
 def _package_version():
@@ -76,19 +98,22 @@ def all_or_nothing(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        saved = snapshot(self)
-        try:
-            return method(self, *args, **kwargs)
-        except BaseException:
-            restore(self, saved)
-            raise
+        with state_lock(self):
+            saved = snapshot(self)
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                restore(self, saved)
+                raise
 
     return wrapper
 
 
 def tag_state(state):
-    """Copy of a pickled attribute dict with the state format and package version."""
+    """Copy of a pickled attribute dict with the state format, the package
+    version and the digest of its numbers."""
     state = dict(state)
+    state[_DIGEST_KEY] = state_digest(state)
     state[_FORMAT_KEY] = STATE_FORMAT
     state[_VERSION_KEY] = _package_version()
     return state
@@ -98,7 +123,8 @@ def untag_state(state, owner):
     """Inverse of :func:`tag_state`: the attribute dict without the tags.
 
     Raises ``ValueError`` naming both versions when the state was written in a
-    format other than :data:`STATE_FORMAT`. ``owner`` names the estimator class.
+    format other than :data:`STATE_FORMAT`, and when its numbers do not match
+    the digest written with them. ``owner`` names the estimator class.
     """
     state = dict(state)
     # scikit-learn's own tag, re-added by every pickling; BaseEstimator only
@@ -111,6 +137,12 @@ def untag_state(state, owner):
             f"This {owner} was pickled by skkvb {written_by} in state format "
             f"{state_format!r}, but skkvb {_package_version()} reads format "
             f"{STATE_FORMAT} only. Load it with skkvb {written_by}, or fit it again."
+        )
+    digest = state.pop(_DIGEST_KEY, None)
+    if digest != state_digest(state):
+        raise ValueError(
+            f"This {owner}'s saved arrays do not match the digest saved with them: the "
+            "file is corrupted or was changed. Load an intact copy, or fit it again."
         )
     return state
 

@@ -1,10 +1,24 @@
 """Input checks shared by the estimators, at the public edge."""
 
+from numbers import Integral
+
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import FLOAT_DTYPES, validate_data
 
-__all__ = ["check_float32_range", "first_partial_fit", "validate_features"]
+__all__ = ["Count", "check_float32_range", "first_partial_fit", "validate_features"]
+
+
+class Count(Interval):
+    """An integer parameter constraint >= ``low`` that, unlike sklearn's
+    ``Interval(Integral, ...)``, refuses booleans (``n_keys=True`` is no count)."""
+
+    def __init__(self, low=1):
+        super().__init__(Integral, low, None, closed="left")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

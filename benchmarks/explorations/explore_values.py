@@ -83,7 +83,8 @@ def top_keys(codebook, Z, top_k, block=512):
     """Indices (N, C, k) and squared distances (N, C, k) of the k nearest keys."""
     keys = torch.as_tensor(codebook.keys_)
     projection = torch.as_tensor(codebook.projection_)
-    keys_t, key_sq_norms = prepare_keys(keys)  # the engine's search operands
+    prepared = prepare_keys(keys, scale=1.0)  # the engine's search operands, unscaled
+    keys_t, key_sq_norms = prepared.keys_t, prepared.sq_norms
     n_codebooks = keys.shape[0]
     indices, distances = [], []
     for start in range(0, len(Z), block):

@@ -8,6 +8,7 @@ one row per sample.
 
 import inspect
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -59,9 +60,19 @@ def layer_output(call, batch, module, layer, capture_input):
     return out
 
 
-def pooled_rows(out, pooling):
-    """An encoder's output as a float32 ``(N, D)`` numpy array."""
-    return _pool(_as_tensor(out), pooling).float().cpu().numpy()
+def pooled_rows(out, pooling, n_samples, layer):
+    """An encoder's output for ``n_samples`` samples as a float32 ``(N, D)`` numpy array.
+
+    ``layer`` is the layer the output comes from (None: the backbone), for errors.
+    """
+    source = "the backbone" if layer is None else f"layer={layer!r}"
+    Z = _pool(_output_tensor(out, source), pooling)
+    if Z.shape[0] != n_samples:
+        raise ValueError(
+            f"The output of {source} has {Z.shape[0]} rows for a batch of {n_samples} "
+            f"samples; expected a tensor of shape (n_samples, ...), one row per sample."
+        )
+    return Z.float().cpu().numpy()  # float32 also from a half or bfloat16 encoder
 
 
 class _LayerCaptured(Exception):
@@ -107,13 +118,36 @@ def _run_to_layer(call, batch, target, capture_input):
     return capture.value
 
 
-def _as_tensor(out):
-    """The output as a tensor; of a tuple or list output, its first tensor."""
+def _output_tensor(out, source):
+    """The output as a tensor of at least one dimension.
+
+    Of a tuple or list output, its first tensor; numeric arrays are converted.
+    A dict (a transformers ``ModelOutput`` is one) has no tensor to choose by
+    default: a parameter naming the entry would pick it here.
+    """
+    if isinstance(out, Mapping):
+        raise ValueError(
+            f"The output of {source} is a {type(out).__name__} with keys {list(out)[:6]}; "
+            "expected a tensor of shape (n_samples, ...). Pass layer= the submodule whose "
+            "output you want, or a module whose forward returns one tensor."
+        )
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         out = out[0]
     if not isinstance(out, torch.Tensor):
-        out = torch.as_tensor(np.asarray(out))
+        array = np.asarray(out)
+        if array.dtype.kind not in "biuf":
+            raise _not_a_tensor(f"a {type(out).__name__}", source)
+        out = torch.as_tensor(array)
+    if out.ndim == 0:
+        raise _not_a_tensor(f"a scalar ({out.dtype})", source)
     return out
+
+
+def _not_a_tensor(what, source):
+    return ValueError(
+        f"The output of {source} is {what}; expected a tensor of shape (n_samples, ...), "
+        "one row per sample."
+    )
 
 
 def _pool(Z, pooling):

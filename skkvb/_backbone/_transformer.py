@@ -28,7 +28,14 @@ from .._dask import is_dask_array, transform_row_blocks
 from .._device import DeviceMixin, resolve_device
 from .._persistence import all_or_nothing
 from ._capture import layer_output, pooled_rows, resolve_layer
-from ._inputs import as_is_batch, decode_batch, inputs_key, resolve_preprocess, validate_inputs
+from ._inputs import (
+    as_is_batch,
+    decode_batch,
+    in_module_dtype,
+    inputs_key,
+    resolve_preprocess,
+    validate_inputs,
+)
 from ._models import build_encoder
 
 __all__ = ["FrozenBackboneTransformer"]
@@ -83,11 +90,12 @@ class FrozenBackboneTransformer(
           float tensors, ``uint8`` values scaled to ``[0, 1]``. For a callable
           backbone that is not part of a torch module, same as ``None``.
         - A callable: applied to each sample, a ``(C, H, W)`` tensor -- ``uint8``
-          for ``uint8`` arrays, PIL images and files, float otherwise -- and
-          returning the encoder's input for that sample.
+          for integer and bool image arrays, PIL images and files, float
+          otherwise -- and returning the encoder's input for that sample.
         - ``None``: batches reach the encoder as they are: numeric arrays as
-          float32 tensors (as numpy arrays for a callable that is not part of a
-          torch module), lists unchanged -- e.g. strings for a text encoder.
+          float tensors in the dtype of the module's parameters (as numpy arrays
+          for a callable that is not part of a torch module), lists unchanged --
+          e.g. strings for a text encoder.
     batch_size : int, default=64
         Number of samples per forward pass.
     device : str or torch.device, default="auto"
@@ -128,12 +136,35 @@ class FrozenBackboneTransformer(
 
     Notes
     -----
-    Accepted inputs: numpy arrays ``(N, H, W, C)`` of ``uint8``, ``(N, H, W)``
-    grayscale (repeated to three channels), ``(N, C, H, W)`` float (for
-    torchvision weights, values in ``[0, 1]``), ``(N, D)`` feature rows, and lists
-    of PIL images, of ``(H, W[, C])`` arrays or of image file paths -- files are
-    loaded lazily, one batch at a time. Images of different sizes need a
-    ``preprocess`` that brings them to one size.
+    Accepted inputs (``preprocess`` not None; with None, see that parameter):
+
+    - Image arrays ``(N, H, W, C)`` of ``uint8``, other integer dtypes or
+      ``bool``, and ``(N, H, W)`` grayscale. Integer images must hold values in
+      ``[0, 255]`` and are read like ``uint8`` (``ValueError`` otherwise); bool
+      is 0/255, as PIL converts 1-bit images. Channels are last, except that
+      ``(N, C, H, W)`` is detected when axis 1 alone is 1, 3 or 4 long (when
+      both axes are, channels-last wins). One channel is repeated to three and
+      a fourth (alpha) dropped; other channel counts are kept.
+    - Float arrays ``(N, C, H, W)``: the encoder's input, channels unchanged
+      (for torchvision weights, values in ``[0, 1]``); ``(N, D)`` feature rows.
+    - Lists of PIL images (converted to RGB), of image arrays ``(H, W[, C])``
+      of any dtype (each read by the rules above: integer range, channel axis,
+      gray and alpha) or of image file paths -- files are loaded lazily, one
+      batch at a time. Images of different sizes need a ``preprocess`` that
+      brings them to one size.
+    - A map-style ``torch.utils.data.Dataset`` (or any object with ``len`` and
+      indexing but no ``__iter__``), read by index from 0 to ``len(X) - 1``,
+      never further: of samples like a list's, one batch at a time; of numeric
+      samples (rows, tensors), once into one array. An ``IterableDataset``
+      raises ``TypeError``. With ``memory``, a Dataset is keyed by the object
+      itself (its pickled state), not by what its items read.
+
+    Batches reach a torch encoder in the dtype of its parameters (float16,
+    bfloat16, float64, ...); the embeddings are float32 whatever that dtype. The
+    output of the encoder (or ``layer``) must be a tensor or numeric array of
+    shape ``(n_samples, ...)``, or a tuple or list starting with one; a dict
+    (such as a ``ModelOutput``), a scalar, ``None`` or a tensor with another
+    number of rows raises a ``ValueError`` naming what came back.
 
     Without internet, torchvision weights cannot be downloaded: ``fit`` then
     raises an ``OSError`` that names the file to fetch and how to pass it with
@@ -298,15 +329,17 @@ class FrozenBackboneTransformer(
         """One slice of validated inputs -> what the encoder is called with."""
         if self._input_mode == "as_is":
             torch_encoder = isinstance(self.encoder_, nn.Module)
-            return as_is_batch(chunk, self.device_ if torch_encoder else None)
-        return decode_batch(chunk, self._input_mode, self.preprocess_).to(self.device_)
+            batch = as_is_batch(chunk, self.device_ if torch_encoder else None)
+        else:
+            batch = decode_batch(chunk, self._input_mode, self.preprocess_).to(self.device_)
+        return in_module_dtype(batch, self.encoder_)
 
     def _forward(self, batch):
         call = self.encoder_
         if self._encoder_method is not None:  # the backbone's method, bound to the private copy
             call = self._encoder_method.__get__(self.encoder_)
         out = layer_output(call, batch, self.encoder_, self.layer_, self._capture_input)
-        return pooled_rows(out, self.pooling)
+        return pooled_rows(out, self.pooling, len(batch), self.layer_)
 
     # -- caching ------------------------------------------------------------
 

@@ -5,6 +5,9 @@ keys (C, K, d_k), codes (N, C) int64. The search never materialises the full
 (C, N, K) distance tensor: it walks over blocks sized to a memory budget.
 """
 
+import math
+from typing import NamedTuple
+
 import torch
 
 from .heads import project
@@ -12,6 +15,9 @@ from .threads import split_over_threads
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "PreparedKeys",
+    "SAFE_MAGNITUDE_HIGH",
+    "SAFE_MAGNITUDE_LOW",
     "block_shape",
     "count_usage",
     "encode",
@@ -26,6 +32,11 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 ENCODE_BLOCK_ROWS = 256
 # Block size that stays in a CPU core's L2 cache between product and min.
 CPU_BLOCK_BYTES = 2**20
+# Largest absolute head or key entry the search uses as it is: products of d_k
+# such entries stay far inside float32's range. Outside [LOW, HIGH] heads and
+# keys are rescaled by one power of two (exact), so codes do not change.
+SAFE_MAGNITUDE_HIGH = 2.0**30
+SAFE_MAGNITUDE_LOW = 2.0**-30
 
 
 def block_shape(n_codebooks, n_keys, batched, chunk_bytes=DEFAULT_CHUNK_BYTES):
@@ -47,14 +58,56 @@ def block_shape(n_codebooks, n_keys, batched, chunk_bytes=DEFAULT_CHUNK_BYTES):
     return max(1, int(chunk_bytes) // row_bytes), 1
 
 
-def prepare_keys(keys, key_mask=None):
-    """What the search needs of the keys, computed once per call of the search:
-    keys transposed to (C, d_k, K) and their squared norms (C, 1, K), with
-    ``+inf`` where ``key_mask`` (C, K) is False so those keys are never chosen."""
-    key_sq_norms = keys.pow(2).sum(-1)
+class PreparedKeys(NamedTuple):
+    """What the search needs of the keys, computed once per call of the search."""
+
+    keys_t: torch.Tensor  # (C, d_k, K): the keys, times ``scale``, transposed
+    sq_norms: torch.Tensor  # (C, 1, K): their squared norms, +inf where masked out
+    scale: float  # the power of two the keys (and heads) are multiplied by
+    keys: torch.Tensor  # (C, K, d_k) as given, to rescale from
+    key_mask: object  # (C, K) bool Tensor or None
+
+
+def _power_of_two_scale(magnitude):
+    """1 when ``magnitude`` is within the safe range, else the power of two that
+    brings it to about 1: multiplying by it is exact, so codes do not change."""
+    if magnitude == 0 or SAFE_MAGNITUDE_LOW <= magnitude <= SAFE_MAGNITUDE_HIGH:
+        return 1.0
+    return 2.0 ** -math.floor(math.log2(magnitude))
+
+
+def prepare_keys(keys, key_mask=None, scale=None):
+    """The search's operands for ``keys``: transposed, scaled into the safe range,
+    with squared norms ``+inf`` where ``key_mask`` (C, K) is False so that those
+    keys are never chosen. ``scale`` overrides the power of two chosen from the
+    keys' own magnitude."""
+    if scale is None:
+        scale = _power_of_two_scale(keys.abs().max().item() if keys.numel() else 0.0)
+    scaled = keys if scale == 1.0 else keys * scale
+    sq_norms = scaled.pow(2).sum(-1)
     if key_mask is not None:
-        key_sq_norms = key_sq_norms.masked_fill(~key_mask, float("inf"))
-    return keys.transpose(1, 2).contiguous(), key_sq_norms.unsqueeze(1)
+        sq_norms = sq_norms.masked_fill(~key_mask, float("inf"))
+    return PreparedKeys(
+        scaled.transpose(1, 2).contiguous(), sq_norms.unsqueeze(1), scale, keys, key_mask
+    )
+
+
+def _scaled_search_operands(heads, prepared):
+    """Heads and keys multiplied by one power of two so that no distance term
+    overflows or underflows float32 (``||k||^2 - 2 h.k`` of heads and keys far
+    from 1 would): the keys' scale, or a smaller one for heads far larger than
+    the keys. Raises ValueError for heads that are not finite."""
+    heads_max = heads.abs().max().item() if heads.numel() else 0.0
+    if not math.isfinite(heads_max):
+        raise ValueError(
+            "The inputs are too large for float32 heads (the projection of X overflows "
+            "beyond 3.4e38); rescale X, e.g. divide it by its largest absolute value."
+        )
+    scale = prepared.scale
+    if heads_max * scale > SAFE_MAGNITUDE_HIGH:
+        scale = _power_of_two_scale(heads_max * scale) * scale
+        prepared = prepare_keys(prepared.keys, prepared.key_mask, scale=scale)
+    return (heads if scale == 1.0 else heads * scale), prepared
 
 
 def nearest_keys(
@@ -66,11 +119,17 @@ def nearest_keys(
     change the minimum, so each block of distances is one matrix product.
     Keys where ``key_mask`` (C, K) is False are never chosen. Ties go to the
     lowest key index. At most ``chunk_bytes`` of distances exist at a time.
+    Heads and keys of any finite float32 magnitude give the codes of unscaled
+    arithmetic: both are multiplied by the same power of two when they lie
+    outside ``[SAFE_MAGNITUDE_LOW, SAFE_MAGNITUDE_HIGH]``.
     ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it;
     ``batched`` picks the block strategy (default: batched on GPUs only).
     """
     n_samples, n_codebooks, _ = heads.shape
-    keys_t, key_sq_norms = prepared if prepared is not None else prepare_keys(keys, key_mask)
+    if prepared is None:
+        prepared = prepare_keys(keys, key_mask)
+    heads, prepared = _scaled_search_operands(heads, prepared)
+    keys_t, key_sq_norms = prepared.keys_t, prepared.sq_norms
     heads_by_codebook = heads.transpose(0, 1).contiguous()
     codes = torch.empty(n_codebooks, n_samples, dtype=torch.int64, device=heads.device)
     if batched is None:

@@ -76,6 +76,11 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     hit = (batch_counts > 0).view(n_codebooks, n_keys, 1)
     state.keys = torch.where(hit, state.sums / smoothed.unsqueeze(-1), state.keys)
 
+    if not torch.isfinite(state.sums).all():
+        raise ValueError(
+            "The inputs are too large for the float32 sums of EMA key fitting; rescale "
+            "X, e.g. divide it by its largest absolute value."
+        )
     dead_codebook, dead_key = torch.nonzero(
         state.counts < dead_key_threshold * n_samples / n_keys, as_tuple=True
     )

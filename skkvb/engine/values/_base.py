@@ -1,7 +1,7 @@
 """The interface every value rule implements (DKVB steps 4-5)."""
 
-import copy
 from contextlib import contextmanager
+from copy import copy as _shallow_copy
 
 import torch
 
@@ -53,10 +53,11 @@ class ValueModel:
     def device(self):
         return self.table.device
 
-    def to(self, device):
-        """A copy of the model with its table on ``device`` (no copy if it is there)."""
-        moved = copy.copy(self)
-        moved.table = self.table.to(device)
+    def to(self, device, copy=False):
+        """The model with its table on ``device``: a new model, whose table is
+        the same tensor when it is there already, unless ``copy``."""
+        moved = _shallow_copy(self)
+        moved.table = self.table.to(device, copy=copy)
         return moved
 
     def add_classes(self, source):
@@ -66,7 +67,7 @@ class ValueModel:
         a class never seen before, which starts as the rule says a class that
         was never seen looks.
         """
-        grown = copy.copy(self)
+        grown = _shallow_copy(self)
         grown.table = self._grown_table(source)
         grown.n_classes = len(source)
         return grown
