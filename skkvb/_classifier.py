@@ -71,7 +71,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         on other, unlabelled data (the paper's protocol) pass
         ``sklearn.frozen.FrozenEstimator(fitted_codebook)``, which clone and fit
         leave as it is. :meth:`partial_fit` fits it on the first batch unless it
-        is already fitted.
+        is already fitted. A fitted codebook is copied when training starts, so
+        changing or refitting it afterwards leaves the classifier as it is.
     learning_rate : float or "auto", default="auto"
         SGD step size, with ``value_update="sgd"``. ``"auto"`` is
         ``1.0 * n_codebooks`` (see Notes).

@@ -9,7 +9,6 @@ embedding are left to ``_models``, ``_inputs`` and ``_capture``.
 import os
 import time
 from enum import Enum
-from numbers import Integral
 
 import joblib
 import numpy as np
@@ -20,13 +19,14 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 from torch import nn
 
 from .._dask import is_dask_array, transform_row_blocks
 from .._device import DeviceMixin, resolve_device
 from .._persistence import all_or_nothing
+from .._validation import Count
 from ._capture import layer_output, pooled_rows, resolve_layer
 from ._inputs import (
     as_is_batch,
@@ -211,7 +211,7 @@ class FrozenBackboneTransformer(
         "layer": [str, None],
         "pooling": [StrOptions({"avg", "max", "flatten"}), callable],
         "preprocess": [StrOptions({"auto"}), callable, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Count()],
         "device": [str, torch.device, None],
         "memory": [str, os.PathLike, HasMethods(["cache"]), None],
         "verbose": ["verbose"],
