@@ -11,23 +11,26 @@ from numbers import Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import (
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ._compat import (
     HasMethods,
     Interval,
     StrOptions,
+    check_sample_weight,
+    fit_context,
     validate_parameter_constraints,
 )
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
-
 from ._device import DeviceMixin, resolve_device
 from ._encoding import encode_array
 from ._key_codebook import KeyCodebook
 from ._labels import extend_label_set, label_kind, start_label_set
 from ._persistence import all_or_nothing
+from ._progress import progress_bar, write
 from ._validation import Count, first_partial_fit, validate_features
 from .engine.codes import count_usage, flat_codes, prepare_keys
 from .engine.threads import single_threaded
@@ -66,7 +69,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     codebook : KeyCodebook, FrozenEstimator or None, default=None
-        The key codebooks. ``None`` means ``KeyCodebook(device=device)``.
+        The key codebooks. ``None`` means ``KeyCodebook(device=device,
+        verbose=verbose)``.
         :meth:`fit` fits a clone of it on X without labels; to use keys fitted
         on other, unlabelled data (the paper's protocol) pass
         ``sklearn.frozen.FrozenEstimator(fitted_codebook)``, which clone and fit
@@ -100,7 +104,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         Seeds the batch order and, when the codebook has no ``random_state`` of
         its own, the codebook.
     verbose : int, default=0
-        Print the loss and time of each epoch when > 0 (SGD only).
+        When > 0, a progress bar over the epochs of value training on stderr
+        (tqdm), and with SGD values the loss and time of each epoch on stdout.
     value_update : {"count", "sgd"}, default="count"
         How values are learned. ``"count"``: one pass that counts, per key,
         the classes of the training samples that fetched it; the value of
@@ -278,7 +283,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     @all_or_nothing
     def fit(self, X, y):
         """Fit the codebook on X without labels, then train values from zero
@@ -304,7 +309,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         self._learn(X, y, None, self.max_iter)
         return self
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     @all_or_nothing
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train values on one batch of a stream for ``partial_fit_max_iter`` epochs
@@ -333,10 +338,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         """
         first_call = first_partial_fit(self, "classes_")
         X, y = self._validate(X, y, reset=first_call)
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float32, ensure_non_negative=True,
-            allow_all_zero_weights=True,
-        )
+        sample_weight = check_sample_weight(sample_weight, X)
         if first_call:
             known, fixed = start_label_set(y, classes)
             random_state = check_random_state(self.random_state)
@@ -382,7 +384,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         """
         seed = random_state.randint(np.iinfo(np.int32).max)
         if self.codebook is None:
-            codebook = KeyCodebook(device=self.device)
+            codebook = KeyCodebook(device=self.device, verbose=self.verbose)
         else:
             codebook = clone(self.codebook)
             if _is_fitted(codebook) or (keep_fitted and _is_fitted(self.codebook)):
@@ -440,14 +442,27 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         if sample_weight is not None:
             weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
         guard = model.restored_on_error(rows) if trained_before else nullcontext()
-        with single_threaded(), guard:
+        bar = progress_bar(model.n_passes(max_iter), "values", "epoch", self.verbose)
+        with single_threaded(), guard, bar:
             self.n_iter_ = model.update(
                 rows, labels, weights, max_iter=max_iter, random_state=self._random_state,
-                verbose=self.verbose, **self._rule_parameters(),
+                on_pass=self._pass_reporter(bar) if self.verbose else None,
+                **self._rule_parameters(),
             )
             used = codes if weights is None else codes[weights > 0]
             self.key_usage_ = self.key_usage_ + count_usage(used, model.n_keys).cpu().numpy()
         self._weight_seen += float(batch_weight)
+
+    @staticmethod
+    def _pass_reporter(bar):
+        """Advance the bar after each pass; print the loss where the rule has one."""
+
+        def on_pass(seconds, loss):
+            if loss is not None:
+                write(f"-- Epoch {bar.n + 1}: loss {loss:.4f}, {seconds:.4f} s")
+            bar.update()
+
+        return on_pass
 
     def _check_weight_budget(self, batch_weight):
         """Refuse weights whose total would overflow the float32 value table: a

@@ -18,8 +18,7 @@ import copy
 import warnings
 
 import torch
-from sklearn.utils._param_validation import InvalidParameterError
-
+from ._compat import InvalidParameterError
 from ._persistence import state_lock, tag_state, untag_state
 
 __all__ = ["DeviceMixin", "check_device", "resolve_device", "state_to_cpu", "state_to_device"]

@@ -5,20 +5,16 @@ from numbers import Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._compat import Interval, StrOptions, fit_context
 from ._dask import is_dask_array, transform_row_blocks
 from ._device import DeviceMixin, resolve_device
 from ._encoding import encode_array
 from ._persistence import all_or_nothing
+from ._progress import progress_bar
 from ._validation import Count, first_partial_fit, validate_features
 from .engine.heads import PROJECTIONS, head_shape, make_projection, project
 from .engine.keys import EMAState, ema_update, init_ema_state
@@ -75,6 +71,8 @@ class KeyCodebook(
         GPU that is not available falls back to the CPU with a warning.
     random_state : int, RandomState instance or None, default=None
         Seeds the projection, the initial keys, the batch order and revivals.
+    verbose : int, default=0
+        When > 0, a progress bar over the EMA epochs on stderr (tqdm).
 
     Attributes
     ----------
@@ -148,6 +146,7 @@ class KeyCodebook(
         "dead_key_threshold": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -162,6 +161,7 @@ class KeyCodebook(
         dead_key_threshold=0.1,
         device="auto",
         random_state=None,
+        verbose=0,
     ):
         self.n_codebooks = n_codebooks
         self.n_keys = n_keys
@@ -173,6 +173,7 @@ class KeyCodebook(
         self.dead_key_threshold = dead_key_threshold
         self.device = device
         self.random_state = random_state
+        self.verbose = verbose
 
     def _check_partition(self, X):
         n_features = X.shape[1]
@@ -183,7 +184,7 @@ class KeyCodebook(
                 "at least one feature per codebook."
             )
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
     def fit(self, X, y=None):
         """Fit the keys on X by EMA for ``max_iter`` passes, from scratch.
@@ -206,13 +207,16 @@ class KeyCodebook(
         self._random_state = check_random_state(self.random_state)
         self._start(X.shape[1])
         state = None
-        for _ in range(self.max_iter):
-            state = self._ema_epoch(X, self._random_state.permutation(X.shape[0]), state, device)
+        with progress_bar(self.max_iter, "keys", "epoch", self.verbose) as bar:
+            for _ in range(self.max_iter):
+                order = self._random_state.permutation(X.shape[0])
+                state = self._ema_epoch(X, order, state, device)
+                bar.update()
         self._store(state)
         self.n_iter_ = self.max_iter
         return self
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
     def partial_fit(self, X, y=None):
         """Update the keys with one EMA pass over X, in the given order.
@@ -242,7 +246,9 @@ class KeyCodebook(
             state = None
         else:
             state = self._load_state(device)
-        state = self._ema_epoch(X, np.arange(X.shape[0]), state, device)
+        with progress_bar(1, "keys", "epoch", self.verbose) as bar:
+            state = self._ema_epoch(X, np.arange(X.shape[0]), state, device)
+            bar.update()
         self._store(state)
         self.n_iter_ = 1
         return self

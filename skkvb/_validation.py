@@ -4,8 +4,9 @@ from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import FLOAT_DTYPES, validate_data
+
+from ._compat import Interval
 
 __all__ = ["Count", "check_float32_range", "first_partial_fit", "validate_features"]
 

@@ -14,6 +14,7 @@ import sklearn
 from sklearn.preprocessing import StandardScaler, normalize
 
 from .. import __version__
+from .._progress import progress_bar, write
 from ..streams import ClassIncrementalSplit, IIDSplit, make_phases
 from ._datasets import DATASETS, load_dataset
 from ._encoders import ENCODERS, embed
@@ -205,7 +206,7 @@ class _Log:
     def __call__(self, message):
         if not self.quiet:
             elapsed = time.perf_counter() - self.start
-            print(f"[{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+            write(f"[{elapsed:6.1f}s] {message}", file=sys.stderr)
 
 
 def _embed_all(args, dataset, memory, log):
@@ -407,6 +408,9 @@ def run_benchmark(args, log=None):
     }
     runs = {name: [] for name in methods}
     class_orders = {}
+    bar = progress_bar(
+        len(args.seeds) * len(methods), "runs", "run", verbose=not getattr(log, "quiet", True)
+    )
     for seed in args.seeds:
         splitter = ClassIncrementalSplit(phases, class_order=dataset.class_order, random_state=seed)
         class_orders[seed] = [group.tolist() for group in splitter.phase_classes(dataset.y_train)]
@@ -415,11 +419,14 @@ def run_benchmark(args, log=None):
             "class_incremental": make_phases(Z_train, dataset.y_train, splitter),
         }
         for name, method in methods.items():
+            bar.set_postfix_str(f"seed {seed}, {name}", refresh=False)
             runs[name].append(
                 _run_method(
                     args, method, seed, streams, Z_key, Z_test, dataset.y_test, schedule, log
                 )
             )
+            bar.update()
+    bar.close()
     return {
         "config": {
             **vars(args),

@@ -110,7 +110,12 @@ class ValueModel:
         """The table for the class list that ``source`` describes (see add_classes)."""
         raise NotImplementedError
 
-    def update(self, rows, labels, weights, *, max_iter, random_state, verbose, **hyperparameters):
+    def n_passes(self, max_iter):
+        """Passes over a batch that :meth:`update` makes when asked for ``max_iter``."""
+        return max_iter
+
+    def update(self, rows, labels, weights, *, max_iter, random_state, on_pass=None,
+               **hyperparameters):
         """Learn from a batch, in place; returns the number of passes made.
 
         Parameters
@@ -125,8 +130,10 @@ class ValueModel:
             Passes over the batch, for rules that iterate.
         random_state : numpy.random.RandomState
             Source of any randomness (the batch order).
-        verbose : int
-            Print progress when > 0.
+        on_pass : callable or None
+            Called after each pass as ``on_pass(seconds, loss)``; ``loss`` is
+            the training loss where the rule has one (computed only when
+            ``on_pass`` is given), else None.
         """
         raise NotImplementedError
 

@@ -5,6 +5,8 @@ Values are the log-smoothed class frequencies of each key
 pass and does not depend on the order or the grouping of the samples.
 """
 
+import time
+
 import torch
 
 from ._base import ValueModel
@@ -78,8 +80,15 @@ class CountValues(ValueModel):
         index = torch.as_tensor(source, device=self.device)
         return table[:, torch.where(index >= 0, index, self.n_classes)]
 
-    def update(self, rows, labels, weights, *, max_iter, random_state, verbose, **hyperparameters):
+    def n_passes(self, max_iter):
+        return 1
+
+    def update(self, rows, labels, weights, *, max_iter, random_state, on_pass=None,
+               **hyperparameters):
+        tic = time.perf_counter()
         add_counts(self.table, rows, labels, weights)
+        if on_pass is not None:
+            on_pass(time.perf_counter() - tic, None)
         return 1
 
     def logits(self, rows, *, count_smoothing):

@@ -101,14 +101,14 @@ class SGDValues(ValueModel):
         return self.table[:, index]
 
     def update(
-        self, rows, labels, weights, *, max_iter, random_state, verbose,
+        self, rows, labels, weights, *, max_iter, random_state, on_pass=None,
         learning_rate, batch_size, label_smoothing,
     ):
         if isinstance(learning_rate, str):  # "auto"
             learning_rate = auto_learning_rate(self.n_codebooks)
         learning_rate = float(learning_rate)
         n_samples = rows.shape[0]
-        for epoch in range(max_iter):
+        for _ in range(max_iter):
             tic = time.perf_counter()
             order = torch.as_tensor(random_state.permutation(n_samples), device=self.device)
             for start in range(0, n_samples, batch_size):
@@ -118,15 +118,16 @@ class SGDValues(ValueModel):
                     None if weights is None else weights[batch],
                 )
                 self.n_steps += 1
-            if verbose:
-                self._report_epoch(epoch, rows, labels, label_smoothing, time.perf_counter() - tic)
+            if on_pass is not None:
+                seconds = time.perf_counter() - tic
+                on_pass(seconds, self._loss(rows, labels, label_smoothing))
         return max_iter
 
-    def _report_epoch(self, epoch, rows, labels, label_smoothing, seconds):
-        loss = torch.nn.functional.cross_entropy(
+    def _loss(self, rows, labels, label_smoothing):
+        """The label-smoothed cross-entropy of the batch, as a float."""
+        return torch.nn.functional.cross_entropy(
             decode(self.table, rows), labels, label_smoothing=label_smoothing
-        )
-        print(f"-- Epoch {epoch + 1}: loss {loss.item():.4f}, {seconds:.4f} s", flush=True)
+        ).item()
 
     def logits(self, rows, **hyperparameters):
         return decode_stable(self.table, rows)[:, : self.n_classes]
