@@ -281,6 +281,31 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         self.value_update = value_update
         self.count_smoothing = count_smoothing
 
+    def set_params(self, **params):
+        """Set the parameters of this estimator and of its codebook.
+
+        ``codebook__<name>`` works with the default ``codebook=None`` too: it
+        first puts in the ``KeyCodebook(device=device, verbose=verbose)`` that
+        None stands for, so ``GridSearchCV`` can search the default codebook's
+        parameters.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters, and ``codebook__<name>`` for the codebook's.
+
+        Returns
+        -------
+        self : KeyValueBottleneckClassifier
+            This estimator.
+        """
+        nested = any(key.startswith("codebook__") for key in params)
+        if nested and params.get("codebook", self.codebook) is None:
+            device = params.get("device", self.device)
+            verbose = params.get("verbose", self.verbose)
+            params = {"codebook": KeyCodebook(device=device, verbose=verbose), **params}
+        return super().set_params(**params)
+
     # ------------------------------------------------------------------ fit
 
     @fit_context(prefer_skip_nested_validation=False)

@@ -20,10 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.datasets import make_blobs
 from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV
 
 import skkvb._classifier
 import skkvb._encoding
-from skkvb import KeyValueBottleneckClassifier
+from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 
 
 def test_default_classifier_works_out_of_the_box():
@@ -172,3 +173,16 @@ def test_partial_fit_keeps_an_already_fitted_codebook_without_mutating_it():
     np.testing.assert_array_equal(clf.codebook_.keys_, keys)
     codebook.fit(X_IRIS[1::2])  # refitting the parameter later does not leak into clf
     np.testing.assert_array_equal(clf.codebook_.keys_, keys)
+
+
+def test_grid_search_reaches_the_parameters_of_the_default_codebook():
+    """codebook__<name> with codebook=None (issue 22.4 once raised AttributeError)."""
+    search = GridSearchCV(
+        KeyValueBottleneckClassifier(device="cpu", random_state=0),
+        {"codebook__n_keys": [8, 16], "codebook__n_codebooks": [4], "codebook__key_dim": [2]},
+        cv=2,
+    ).fit(X_IRIS, Y_IRIS)
+    best = search.best_estimator_.codebook
+    assert isinstance(best, KeyCodebook) and best.n_codebooks == 4
+    assert best.n_keys == search.best_params_["codebook__n_keys"] and best.device == "cpu"
+    assert KeyValueBottleneckClassifier().get_params()["codebook"] is None
