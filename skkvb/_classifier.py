@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from numbers import Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
@@ -33,6 +34,9 @@ from ._persistence import all_or_nothing
 from ._progress import progress_bar, write
 from ._validation import Count, first_partial_fit, validate_features
 from .engine.codes import count_usage, flat_codes, prepare_keys
+from .engine.heads import project
+from .engine.keys import reseed_unused_keys
+from .engine.seeding import draw_seed, torch_generator
 from .engine.threads import single_threaded
 from .engine.values import VALUE_MODELS
 
@@ -43,6 +47,10 @@ PREDICT_CHUNK_ROWS = 4096
 # Total sample weight a model may learn from: half of float32's range, so that
 # class counts, their totals and SGD steps stay finite.
 WEIGHT_BUDGET = float(np.finfo(np.float32).max) / 2
+
+
+def _dense(X):
+    return X.toarray() if sp.issparse(X) else X
 
 
 def _is_fitted(estimator):
@@ -117,6 +125,11 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         Additive smoothing ``a > 0`` of the counts, with
         ``value_update="count"``. Read at prediction, so it can be changed
         after training without counting again.
+    reseed_unused_keys : bool, default=True
+        Before each :meth:`partial_fit` call after the first, move the keys
+        that no trained sample has fetched to where the new batch lies (see
+        Notes, *Cold start*). Only keys this classifier fitted itself move; a
+        codebook given fitted (e.g. in ``FrozenEstimator``) is never changed.
 
     Attributes
     ----------
@@ -178,6 +191,18 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     "Accuracy" page of the documentation compares counting with SGD.
     Switching ``value_update`` between :meth:`partial_fit` calls raises
     ``ValueError``; :meth:`fit` starts again in the new mode.
+
+    *Cold start.* Without a fitted codebook, the first :meth:`partial_fit`
+    call fits the keys on its batch, which in a class-incremental stream holds
+    the first classes only; later classes would share the few keys near them.
+    With ``reseed_unused_keys=True`` each later call first re-seeds the keys
+    that no trained sample has fetched at random heads of its batch and moves
+    them by five k-means steps (only those keys move), before any value is
+    written for them: keys that carry values stay where they are. The keys then
+    depend on the order of the stream, so counting values are exactly
+    order-independent only with keys fitted beforehand (the paper's protocol,
+    and the recommended one when unlabelled data is at hand). The user guide
+    quotes the accuracies ``benchmarks/cold_start.py`` measures.
 
     *Learning rate.* With mean pooling over C codebooks a step of size lr moves
     a logit by about lr / C; ``"auto"`` uses lr = C, a logit step of about one
@@ -251,6 +276,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
         "value_update": [StrOptions(set(VALUE_MODELS))],
         "count_smoothing": [Interval(Real, 0, None, closed="neither")],
+        "reseed_unused_keys": ["boolean"],
     }
 
     def __init__(
@@ -267,6 +293,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         verbose=0,
         value_update="count",
         count_smoothing=0.1,
+        reseed_unused_keys=True,
     ):
         self.codebook = codebook
         self.learning_rate = learning_rate
@@ -280,6 +307,7 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.value_update = value_update
         self.count_smoothing = count_smoothing
+        self.reseed_unused_keys = reseed_unused_keys
 
     def set_params(self, **params):
         """Set the parameters of this estimator and of its codebook.
@@ -328,9 +356,9 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         """
         X, y = self._validate(X, y, reset=True)
         random_state = check_random_state(self.random_state)
-        codebook = self._fitted_codebook(X, random_state, keep_fitted=False)
+        codebook, owns_keys = self._fitted_codebook(X, random_state, keep_fitted=False)
         self._random_state = random_state
-        self._start(codebook, np.unique(y), fixed=True)
+        self._start(codebook, np.unique(y), fixed=True, owns_keys=owns_keys)
         self._learn(X, y, None, self.max_iter)
         return self
 
@@ -367,9 +395,9 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         if first_call:
             known, fixed = start_label_set(y, classes)
             random_state = check_random_state(self.random_state)
-            codebook = self._fitted_codebook(X, random_state, keep_fitted=True)
+            codebook, owns_keys = self._fitted_codebook(X, random_state, keep_fitted=True)
             self._random_state = random_state
-            self._start(codebook, known, fixed)
+            self._start(codebook, known, fixed, owns_keys)
             trained_before = False
         else:
             self._check_same_value_update()
@@ -377,6 +405,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
             trained_before = source is None
             if source is not None:  # a new model: the snapshot keeps the old one whole
                 self._value_model = self._value_model.add_classes(source)
+            if self.reseed_unused_keys and self._owns_keys:
+                self.codebook_ = self._codebook_reseeded_on(X)
         self._learn(X, y, sample_weight, self.partial_fit_max_iter, trained_before)
         return self
 
@@ -414,11 +444,31 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
             codebook = clone(self.codebook)
             if _is_fitted(codebook) or (keep_fitted and _is_fitted(self.codebook)):
                 codebook = copy.deepcopy(self.codebook)
-        if not _is_fitted(codebook):
+        fits_here = not _is_fitted(codebook)
+        if fits_here:
             if codebook.random_state is None:
                 codebook.set_params(random_state=seed)
             codebook.fit(X)
         self._check_codebook(codebook, X.shape[1])
+        return codebook, fits_here
+
+    def _codebook_reseeded_on(self, X):
+        """A copy of the codebook whose keys no trained sample fetched are
+        re-seeded on this batch's heads (see ``reseed_unused_keys``)."""
+        codebook = copy.copy(self.codebook_)  # new arrays below: the old ones stay whole
+        projection, keys = codebook.engine_tensors(self._value_model.device)
+        heads = project(
+            torch.as_tensor(_dense(X), dtype=torch.float32, device=keys.device),
+            projection, keys.shape[0],
+        )
+        unused = torch.as_tensor(self.key_usage_ == 0, device=keys.device)
+        generator = torch_generator(draw_seed(self._random_state))
+        keys = reseed_unused_keys(keys, unused, heads, generator)
+        codebook.keys_ = keys.cpu().numpy()
+        # The codebook's own EMA state restarts at the new keys, as revived keys do.
+        unused = unused.cpu().numpy()
+        codebook.key_counts_ = np.where(unused, 1.0, codebook.key_counts_).astype(np.float32)
+        codebook._key_sums = np.where(unused[..., None], codebook.keys_, codebook._key_sums)
         return codebook
 
     @staticmethod
@@ -431,11 +481,12 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ training
 
-    def _start(self, codebook, classes, fixed):
+    def _start(self, codebook, classes, fixed, owns_keys):
         """Fresh fitted state: the value model of ``value_update``, zero usage."""
         self.codebook_ = codebook
         self.classes_ = np.asarray(classes)
         self._fixed_classes = fixed
+        self._owns_keys = owns_keys
         n_codebooks, n_keys, _ = codebook.keys_.shape
         model_class = VALUE_MODELS[self.value_update]
         self._value_model = model_class(

@@ -186,3 +186,21 @@ def test_grid_search_reaches_the_parameters_of_the_default_codebook():
     assert isinstance(best, KeyCodebook) and best.n_codebooks == 4
     assert best.n_keys == search.best_params_["codebook__n_keys"] and best.device == "cpu"
     assert KeyValueBottleneckClassifier().get_params()["codebook"] is None
+
+
+def test_a_cold_start_stream_reseeds_only_its_own_unused_keys():
+    """Keys fitted by the classifier on its first batch move where later classes
+    lie; keys carrying values and a codebook given fitted never move."""
+    X, y = X_IRIS, Y_IRIS
+    own = KeyValueBottleneckClassifier(codebook=small_codebook(), random_state=0)
+    own.partial_fit(X[y == 0], y[y == 0])
+    keys, used, counts = own.codebook_.keys_.copy(), own.key_usage_ > 0, own.class_counts_
+    own.partial_fit(X[y == 1], y[y == 1])
+    np.testing.assert_array_equal(own.codebook_.keys_[used], keys[used])
+    assert not np.array_equal(own.codebook_.keys_[~used], keys[~used])
+    np.testing.assert_array_equal(own.class_counts_[..., 0], counts[..., 0])
+
+    given = small_codebook().fit(X[y == 0])
+    frozen = KeyValueBottleneckClassifier(codebook=FrozenEstimator(given), random_state=0)
+    frozen.partial_fit(X[y == 0], y[y == 0]).partial_fit(X[y == 1], y[y == 1])
+    np.testing.assert_array_equal(frozen.codebook_.keys_, given.keys_)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from skkvb.engine.codes import block_shape, count_usage, encode, flat_codes, nearest_keys
 from skkvb.engine.heads import head_shape, make_projection, project
-from skkvb.engine.keys import ema_update, init_ema_state
+from skkvb.engine.keys import ema_update, init_ema_state, reseed_unused_keys
 from skkvb.engine.seeding import torch_generator
 from skkvb.engine.values import (
     add_counts,
@@ -319,3 +319,23 @@ def test_stable_decoder_is_the_mean_and_does_not_depend_on_the_number_of_outputs
     torch.testing.assert_close(decode_stable(values, rows), decode(values, rows))
     narrower = decode_stable(values[:, :3].contiguous(), rows)
     assert torch.equal(narrower, decode_stable(values, rows)[:, :3])
+
+
+def test_reseeding_moves_only_unused_keys_to_the_means_of_their_heads():
+    generator = torch.Generator().manual_seed(0)
+    heads = torch.randn(200, 3, 4, generator=generator) + 5.0  # far from the keys
+    keys = torch.randn(3, 16, 4, generator=generator)
+    unused = torch.zeros(3, 16, dtype=torch.bool)
+    unused[:, 8:] = True
+    moved = reseed_unused_keys(keys, unused, heads, torch_generator(1), n_steps=50)
+    torch.testing.assert_close(moved[~unused], keys[~unused], rtol=0, atol=0)
+    assert not torch.equal(keys, moved) and torch.equal(keys, keys.clone())
+    # Converged (50 steps): every unused key that attracts heads is their mean.
+    codes = nearest_keys(heads, moved)
+    for c in range(3):
+        for k in range(8, 16):
+            mine = heads[codes[:, c] == k, c]
+            if len(mine):
+                torch.testing.assert_close(moved[c, k], mine.mean(0), rtol=1e-4, atol=1e-4)
+    # Heads far from every used key end on unused (re-seeded) keys.
+    assert (codes >= 8).all()

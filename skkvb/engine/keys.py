@@ -10,7 +10,7 @@ import torch
 
 from .codes import DEFAULT_CHUNK_BYTES, flat_codes, nearest_keys
 
-__all__ = ["EMAState", "LAPLACE_EPS", "ema_update", "init_ema_state"]
+__all__ = ["EMAState", "LAPLACE_EPS", "ema_update", "init_ema_state", "reseed_unused_keys"]
 
 # Laplace smoothing of the EMA counts, as in VQ-VAE.
 LAPLACE_EPS = 1e-5
@@ -91,3 +91,35 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
         state.sums[dead_codebook, dead_key] = revived
         state.counts[dead_codebook, dead_key] = 1.0
     return codes
+
+
+def reseed_unused_keys(keys, unused, heads, generator, n_steps=5):
+    """Keys where ``unused`` (C, K) is True, moved to where ``heads`` lie.
+
+    They restart at random heads of the batch, then take ``n_steps`` k-means
+    steps in which every head goes to its nearest key -- used or not -- and
+    only unused keys move, to the mean of the heads they attracted. Used keys
+    stay put, so the codes and values learned with them keep their meaning.
+    For a stream whose keys were fitted on its first batch: later classes get
+    keys of their own instead of sharing the few near them.
+
+    Returns the new keys (C, K, d_k); ``keys`` is left as it is.
+    """
+    n_samples, n_codebooks, key_dim = heads.shape
+    n_keys = keys.shape[1]
+    keys = keys.clone()
+    codebook_index, key_index = torch.nonzero(unused, as_tuple=True)
+    if codebook_index.numel() == 0:
+        return keys
+    rows = torch.randint(n_samples, (codebook_index.numel(),), generator=generator)
+    keys[codebook_index, key_index] = heads[rows.to(heads.device), codebook_index]
+    movable = unused.reshape(-1)
+    for _ in range(n_steps):
+        flat = flat_codes(nearest_keys(heads, keys), n_keys).reshape(-1)
+        counts = torch.bincount(flat, minlength=n_codebooks * n_keys)
+        sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
+        sums.index_add_(0, flat, heads.reshape(-1, key_dim))
+        move = movable & (counts > 0)
+        flat_keys = keys.view(-1, key_dim)
+        flat_keys[move] = sums[move] / counts[move].unsqueeze(1).to(heads.dtype)
+    return keys
