@@ -14,11 +14,14 @@ class _OneLinePerUpdate:
 
     def __init__(self, stream):
         self.stream = stream
+        self.last = None
 
     def write(self, text):
-        lines = [line for line in text.replace("\r", "\n").split("\n") if line.strip()]
-        if lines:
-            self.stream.write("\n".join(lines) + "\n")
+        for line in text.replace("\r", "\n").split("\n"):
+            line = line.rstrip()
+            if line and line != self.last:  # tqdm redraws the final state on close
+                self.stream.write(line + "\n")
+                self.last = line
 
     def flush(self):
         self.stream.flush()

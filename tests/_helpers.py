@@ -147,3 +147,30 @@ def reference_counts(codes, labels, n_keys, n_classes, weights=None):
         for c in range(n_codebooks):
             counts[c, codes[i, c], labels[i]] += weights[i]
     return counts
+
+
+# ------------------------------------------------------------ encoders
+
+
+class Returns(nn.Module):
+    """A module whose forward returns ``make(x)``: a dict, a tuple, a scalar, ..."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def forward(self, x):
+        return self.make(x)
+
+
+def assert_fit_fails_untouched(fitted, X, message, error=ValueError, **params):
+    """``fitted.set_params(**params).fit(X)`` raises ``error`` matching ``message``
+    and leaves every fitted attribute as it was (fit is all or nothing)."""
+    import pytest
+
+    before = {name: value for name, value in vars(fitted).items() if name not in params}
+    with pytest.raises(error, match=message):
+        fitted.set_params(**params).fit(X)
+    after = {name: value for name, value in vars(fitted).items() if name not in params}
+    assert after.keys() == before.keys()
+    assert all(after[name] is value for name, value in before.items())

@@ -375,14 +375,17 @@ def test_memory_notices_a_changed_file(images, tmp_path):
 
 
 def test_verbose_prints_progress(images, capsys):
+    """tqdm on stderr; captured, it is no terminal: one line per batch at verbose=2."""
     FrozenBackboneTransformer(TinyConvNet(), batch_size=2, device="cpu").fit_transform(images)
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr() == ("", "")
     FrozenBackboneTransformer(TinyConvNet(), batch_size=2, device="cpu", verbose=2).fit_transform(
         images
     )
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[-1].startswith("[FrozenBackboneTransformer] 7/7 samples")
-    assert "samples/s" in lines[-1]
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 5  # 0/7, then one line per batch
+    assert lines[0].startswith("FrozenBackboneTransformer:") and "0/7" in lines[0]
+    assert "| 7/7 [" in lines[-1] and "samples/s]" in lines[-1]
 
 
 # -- a real ImageNet-pretrained encoder, offline -----------------------------------

@@ -13,21 +13,10 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from _helpers import TinyConvNet
+from _helpers import Returns, TinyConvNet, assert_fit_fails_untouched
 from torch.utils.data import Dataset, IterableDataset
 
 from skkvb._backbone import FrozenBackboneTransformer
-
-
-class Returns(nn.Module):
-    """A module whose forward returns ``make(x)``: a dict, a scalar, ..."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def forward(self, x):
-        return self.make(x)
 
 
 class ModelOutput(OrderedDict):
@@ -81,16 +70,6 @@ def embedder(**params):
 def assert_same_embeddings(X, images, rtol=1e-5, **params):
     expected = embedder(**params).fit_transform(images)
     np.testing.assert_allclose(embedder(**params).fit_transform(X), expected, rtol=rtol, atol=1e-5)
-
-
-def assert_fit_fails_untouched(fitted, X, message, **params):
-    """A failed refit leaves the fitted transformer as it was (fit is all or nothing)."""
-    before = {name: value for name, value in vars(fitted).items() if name not in params}
-    with pytest.raises(ValueError, match=message):
-        fitted.set_params(**params).fit(X)
-    after = {name: value for name, value in vars(fitted).items() if name not in params}
-    assert after.keys() == before.keys()
-    assert all(after[name] is value for name, value in before.items())
 
 
 # -- case 7: Datasets, by index up to len() --------------------------------------
@@ -263,8 +242,8 @@ def test_half_layer_and_bound_method(images):
     [
         (lambda x: {"embedding": x.mean((2, 3))}, r"backbone is a dict with keys \['embedding'\]"),
         (
-            lambda x: ModelOutput(last_hidden_state=x, pooler_output=x.mean((2, 3))),
-            r"backbone is a ModelOutput with keys \['last_hidden_state', 'pooler_output'\]",
+            lambda x: ModelOutput(logits=x.mean((2, 3)), hidden_states=(x,)),
+            r"backbone is a ModelOutput with keys \['logits', 'hidden_states'\], none of them",
         ),
         (lambda x: x.sum(), r"backbone is a scalar \(torch.float32\)"),
         (lambda x: 3.5, r"backbone is a scalar \(torch.float64\)"),
@@ -274,7 +253,8 @@ def test_half_layer_and_bound_method(images):
     ids=["dict", "ModelOutput", "scalar tensor", "float", "None", "rows"],
 )
 def test_output_not_a_tensor_of_rows_is_named(images, make, message):
-    """Issue 17.8: a module returning a dict/ModelOutput or a scalar: a clear error naming it."""
+    """Issue 17.8: a module returning a dict/ModelOutput without a default entry
+    (see test_backbone_models.py for those with one) or a scalar: a clear error naming it."""
     fitted = embedder().fit(images)
     message += r".*expected a tensor of shape \(n_samples, \.\.\.\)"
     assert_fit_fails_untouched(fitted, images, message, backbone=Returns(make), layer=None)

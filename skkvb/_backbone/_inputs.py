@@ -1,11 +1,13 @@
 """Inputs on their way to the encoder.
 
-Validating them (numeric arrays, or lists or torch Datasets of PIL images,
-arrays, image paths or anything a plain callable takes), choosing the
-preprocessing, decoding each batch into a tensor, and keying inputs for the
+Validating them (numeric arrays, lists or torch Datasets of PIL images, arrays,
+image paths or anything a plain callable takes, or a dict of keyword inputs
+such as a tokenizer's output), choosing the preprocessing, decoding each batch
+into a tensor on the CPU (:func:`prepare_batch`, which DataLoader workers may
+run), moving it to the device (:func:`on_device`), and keying inputs for the
 embedding cache. Image files are decoded one batch at a time, so a long list of
 paths is never in memory at once; a Dataset is read by index, never past its
-``len()``.
+``len()``; of a Dataset of ``(input, label)`` pairs only the inputs are read.
 
 Images: integer and bool arrays become ``uint8`` (values checked to lie in
 ``[0, 255]``; bool as 0/255); their channels are last ``(H, W, C)`` unless the
@@ -16,16 +18,18 @@ three and a fourth (alpha) dropped. 4-D float arrays are the encoder's input
 
 import itertools
 import os
+from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_array, validate_data
 
 __all__ = [
-    "as_is_batch",
-    "decode_batch",
+    "Keywords",
     "inputs_key",
-    "in_module_dtype",
+    "on_device",
+    "prepare_batch",
     "resolve_preprocess",
     "validate_inputs",
 ]
@@ -56,37 +60,72 @@ def validate_inputs(estimator, X, mode, reset):
 
     Only 2-D arrays have features for ``n_features_in_``: fitting on anything
     else forgets those of an earlier fit. A Dataset of images comes back as it
-    is (wrapped), to be read one batch at a time.
+    is (wrapped), to be read one batch at a time; a dict as :class:`Keywords`.
     """
+    if isinstance(X, Mapping) and not sp.issparse(X):  # a DOK matrix is a dict too
+        _forget_features(estimator, reset)
+        return Keywords.validated(X, mode)
     if _is_indexed_only(X):
         X = _Indexed(X)
     if _is_sequence(X):
         if len(X) == 0:
             raise ValueError("X is empty: at least one sample is required.")
-        if mode == "as_is" or _is_image_item(X[0]):
+        first = X[0]
+        if isinstance(X, _Indexed) and _is_pair(first):
+            X, first = X.inputs_only(), first[0]
+        if mode == "as_is" or _is_image_item(first):
             return X if isinstance(X, _Indexed) else list(X)
         X = X[:] if isinstance(X, _Indexed) else X  # numeric samples: one array below
     if _ndim(X) <= 2:
         return validate_data(estimator, X, reset=reset, dtype="numeric")
-    if reset:
-        for name in ("n_features_in_", "feature_names_in_"):
-            estimator.__dict__.pop(name, None)
+    _forget_features(estimator, reset)
     X = check_array(X, allow_nd=True, dtype="numeric")
     return X if mode == "as_is" else _uint8_image(X)
 
 
-def as_is_batch(chunk, device):
+def prepare_batch(chunk, mode, preprocess, torch_encoder):
+    """A slice of validated inputs -> the encoder's input, on the CPU.
+
+    A DataLoader worker may run this: it reads only its arguments.
+    """
+    if isinstance(chunk, Keywords):
+        return chunk.tensors() if torch_encoder else chunk.columns
+    if mode == "as_is":
+        return _as_is_batch(chunk, torch_encoder)
+    return _decode_batch(chunk, mode, preprocess)
+
+
+def on_device(batch, device, module, pinned=False):
+    """A prepared batch on ``device``, float tensors in ``module``'s dtype.
+
+    A ``pinned`` batch (page-locked by the DataLoader) is copied to the GPU
+    asynchronously, overlapping the previous forward pass.
+    """
+    if isinstance(batch, dict):
+        return {name: on_device(value, device, module, pinned) for name, value in batch.items()}
+    if not isinstance(batch, torch.Tensor):
+        return batch
+    return _in_module_dtype(batch.to(device, non_blocking=pinned), module)
+
+
+def _forget_features(estimator, reset):
+    if reset:
+        for name in ("n_features_in_", "feature_names_in_"):
+            estimator.__dict__.pop(name, None)
+
+
+def _as_is_batch(chunk, torch_encoder):
     """A slice of inputs for an encoder that takes them as they are.
 
-    With a ``device`` (a torch encoder), a numeric array becomes a float32
-    tensor there; without, or for a list, the slice is unchanged.
+    For a torch encoder, a numeric array becomes a float32 tensor; otherwise,
+    or for a list, the slice is unchanged.
     """
-    if device is not None and isinstance(chunk, np.ndarray):
-        return torch.tensor(chunk, dtype=torch.float32, device=device)
+    if torch_encoder and isinstance(chunk, np.ndarray):
+        return torch.tensor(chunk, dtype=torch.float32)
     return chunk
 
 
-def in_module_dtype(batch, module):
+def _in_module_dtype(batch, module):
     """A float batch in the dtype of ``module``'s parameters (half, bfloat16, ...).
 
     A torch module computes in its own dtype and refuses float32 inputs if that
@@ -98,7 +137,7 @@ def in_module_dtype(batch, module):
     return batch.to(dtype)
 
 
-def decode_batch(chunk, mode, preprocess):
+def _decode_batch(chunk, mode, preprocess):
     """A slice of validated image inputs -> a preprocessed float tensor batch."""
     if isinstance(chunk, list):
         samples = [_decode_sample(item) for item in chunk]  # their sizes may differ
@@ -116,9 +155,15 @@ def decode_batch(chunk, mode, preprocess):
 
 def inputs_key(X, mode):
     """What identifies ``X`` in the cache: an image file by its path, time and size."""
+    if isinstance(X, Keywords):  # numpy: a tensor's pickle, hence its hash, varies
+        return {name: _numpy(value) for name, value in X.columns.items()}
     if not isinstance(X, list) or mode == "as_is":
         return X
     return [_file_key(item) if isinstance(item, (str, os.PathLike)) else item for item in X]
+
+
+def _numpy(value):
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
 def _is_sequence(X):
@@ -149,18 +194,103 @@ def _is_indexed_only(X):
 
 
 class _Indexed:
-    """A Dataset seen as a sequence: items 0 to ``len - 1``, slices as lists."""
+    """A Dataset seen as a sequence: items 0 to ``len - 1``, slices as lists.
 
-    def __init__(self, data):
-        self.data, self._len = data, len(data)
+    With ``first``, each item is an ``(input, label)`` pair and stands for its input.
+    """
+
+    def __init__(self, data, first=False):
+        self.data, self._len, self.first = data, len(data), first
 
     def __len__(self):
         return self._len
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self.data[i] for i in range(*index.indices(self._len))]
-        return self.data[range(self._len)[index]]  # bounds-checked: never past len()
+            return [self._item(i) for i in range(*index.indices(self._len))]
+        return self._item(range(self._len)[index])  # bounds-checked: never past len()
+
+    def _item(self, index):
+        item = self.data[index]
+        return item[0] if self.first else item
+
+    def inputs_only(self):
+        return _Indexed(self.data, first=True)
+
+
+def _is_pair(item):
+    """An ``(input, label)`` item of a Dataset: its input an image, array or tensor.
+
+    The rule of torchvision's datasets and of most hand-written ones; the label
+    is never read.
+    """
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        return False
+    first = item[0]
+    return isinstance(first, (np.ndarray, torch.Tensor)) or type(first).__module__.startswith(
+        "PIL."
+    )
+
+
+class Keywords:
+    """Keyword inputs of a model (a tokenizer's ``BatchEncoding``, a dict of arrays).
+
+    Each entry holds the samples along its first axis; a slice slices them all,
+    and the model is called with the slice as keyword arguments.
+    """
+
+    def __init__(self, columns):
+        self.columns = columns
+
+    @classmethod
+    def validated(cls, X, mode):
+        if mode in ("per_sample", "transforms"):
+            raise ValueError(
+                f"X is a {type(X).__name__} of keyword inputs, which reach the model as "
+                "they are; a preprocessing (preprocess, or torchvision weights' "
+                "transforms) cannot apply to it. Pass preprocess=None."
+            )
+        columns = {name: _keyword_column(name, value) for name, value in X.items()}
+        if not columns:
+            raise ValueError("X is an empty dict: at least one keyword input is required.")
+        lengths = {name: len(value) for name, value in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"The entries of X have different numbers of samples {lengths}; each must "
+                "hold one row per sample along its first axis."
+            )
+        if not next(iter(lengths.values())):
+            raise ValueError("X is empty: at least one sample is required.")
+        return cls(columns)
+
+    def __len__(self):
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            raise TypeError("Keywords are read in slices of samples.")
+        return Keywords({name: value[index] for name, value in self.columns.items()})
+
+    def tensors(self):
+        return {name: torch.as_tensor(value) for name, value in self.columns.items()}
+
+
+def _keyword_column(name, value):
+    if not isinstance(name, str):
+        raise ValueError(f"X has the key {name!r}; keyword inputs are named by strings.")
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = np.asarray(value)
+        except ValueError:  # ragged lists
+            value = np.asarray(value, dtype=object)
+        if value.dtype.kind not in "biuf":
+            raise ValueError(
+                f"X[{name!r}] is not a numeric array (dtype {value.dtype}); sequences of "
+                "different lengths must be padded, e.g. tokenizer(..., padding=True)."
+            )
+    if value.ndim == 0:
+        raise ValueError(f"X[{name!r}] is a scalar; it must hold one row per sample.")
+    return value
 
 
 def _is_image_item(item):
@@ -211,15 +341,25 @@ def _decode_array(chunk):
 def _decode_sample(item):
     """A file path, PIL image or (H, W[, C]) array -> a (C, H, W) tensor."""
     if isinstance(item, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(item) as image:
-            item = np.asarray(image.convert("RGB"))
+        item = _read_image(item)
     elif not isinstance(item, np.ndarray):
         item = np.asarray(item.convert("RGB"))
     sample = torch.tensor(_uint8_image(item))
     batch = sample[None, None] if sample.ndim == 2 else _channels_first(sample[None])
     return _rgb(batch)[0]
+
+
+def _read_image(path):
+    """An image file as an RGB uint8 array; a file PIL cannot read is named."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise  # its message names the file already
+    except (OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some broken headers
+        raise ValueError(f"Could not read the image file {os.fspath(path)!r}: {exc}") from exc
 
 
 def _uint8_image(images):
