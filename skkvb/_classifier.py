@@ -71,8 +71,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     log-smoothed class counts of each key, or with plain SGD on a
     label-smoothed cross-entropy (the paper's way) -- and a sample only ever
     updates the values it fetched: what was learned from other regions of
-    input space is not overwritten, so learning new classes from a stream (no task boundaries, no replay) does not
-    forget old ones.
+    input space is not overwritten, so learning new classes from a stream (no
+    task boundaries, no replay) does not forget old ones.
 
     Parameters
     ----------

@@ -31,5 +31,6 @@ def encode_array(X, projection, keys, key_mask=None, prepared=None):
     codes = torch.empty(X.shape[0], keys.shape[0], dtype=torch.int64, device=keys.device)
     for start in range(0, X.shape[0], SPARSE_CHUNK_ROWS):
         chunk = X[start : start + SPARSE_CHUNK_ROWS].toarray()
-        codes[start : start + SPARSE_CHUNK_ROWS] = encode(chunk, projection, keys, prepared=prepared)
+        rows = slice(start, start + SPARSE_CHUNK_ROWS)
+        codes[rows] = encode(chunk, projection, keys, prepared=prepared)
     return codes

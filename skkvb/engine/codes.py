@@ -193,7 +193,8 @@ def encode(
         if n_rows < ENCODE_BLOCK_ROWS:
             block = torch.cat([block, block[-1:].expand(ENCODE_BLOCK_ROWS - n_rows, -1)])
         heads = project(block, projection, n_codebooks)
-        codes[start : start + n_rows] = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, prepared=prepared)[:n_rows]
+        block_codes = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, prepared=prepared)
+        codes[start : start + n_rows] = block_codes[:n_rows]
     return codes
 
 

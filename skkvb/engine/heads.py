@@ -6,7 +6,6 @@ with the same seed see identical heads.
 """
 
 import numpy as np
-import torch
 
 __all__ = ["PROJECTIONS", "head_shape", "make_projection", "project"]
 
