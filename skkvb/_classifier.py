@@ -198,7 +198,8 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
     With ``reseed_unused_keys=True`` each later call first re-seeds the keys
     that no trained sample has fetched at random heads of its batch and moves
     them by five k-means steps (only those keys move), before any value is
-    written for them: keys that carry values stay where they are. The keys then
+    written for them: keys that carry values stay where they are. This costs
+    about five more nearest-key searches over each batch. The keys then
     depend on the order of the stream, so counting values are exactly
     order-independent only with keys fitted beforehand (the paper's protocol,
     and the recommended one when unlabelled data is at hand). The user guide
