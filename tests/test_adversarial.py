@@ -97,6 +97,22 @@ def test_the_search_at_1e20_finds_the_float64_nearest_keys():
     torch.testing.assert_close(nearest_keys(heads, keys), expected)
 
 
+def test_a_head_far_beyond_the_keys_changes_no_other_heads_codes():
+    """Issue 17.2: a rescaling chosen per block once made codes depend on the other rows."""
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(2, 8, 3, generator=generator) * 1e-30
+    heads = torch.randn(20, 2, 3, generator=generator) * 1e-30
+    far = torch.randn(1, 2, 3, generator=generator)  # 1e30 times the keys' scale
+    alone = nearest_keys(heads, keys)
+    together = nearest_keys(torch.cat([heads, far]), keys)
+    torch.testing.assert_close(together[:-1], alone, rtol=0, atol=0)
+    # ||h - k||^2 ranks keys as ||k||^2 - 2 h.k; float64 resolves it (a direct
+    # distance cannot: ||h|| swamps keys 1e30 times smaller).
+    far64, keys64 = far.double().transpose(0, 1), keys.double()
+    expected = (keys64.pow(2).sum(-1).unsqueeze(1) - 2 * far64 @ keys64.transpose(1, 2))
+    torch.testing.assert_close(together[-1:], expected.argmin(-1).T, rtol=0, atol=0)
+
+
 def test_inputs_beyond_what_float32_heads_hold_raise_a_clear_error():
     """Issue 17.2: the limit of the rescaling is named, not silently crossed."""
     model = classifier().fit(X, Y)

@@ -32,9 +32,10 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 ENCODE_BLOCK_ROWS = 256
 # Block size that stays in a CPU core's L2 cache between product and min.
 CPU_BLOCK_BYTES = 2**20
-# Largest absolute head or key entry the search uses as it is: products of d_k
-# such entries stay far inside float32's range. Outside [LOW, HIGH] heads and
-# keys are rescaled by one power of two (exact), so codes do not change.
+# Largest absolute key entry the search uses as it is: products of d_k such
+# entries stay far inside float32's range. Keys outside [LOW, HIGH] are rescaled,
+# with the heads, by one power of two (exact), so codes do not change; heads
+# still beyond HIGH are searched in float64.
 SAFE_MAGNITUDE_HIGH = 2.0**30
 SAFE_MAGNITUDE_LOW = 2.0**-30
 
@@ -92,22 +93,29 @@ def prepare_keys(keys, key_mask=None, scale=None):
     )
 
 
-def _scaled_search_operands(heads, prepared):
-    """Heads and keys multiplied by one power of two so that no distance term
-    overflows or underflows float32 (``||k||^2 - 2 h.k`` of heads and keys far
-    from 1 would): the keys' scale, or a smaller one for heads far larger than
-    the keys. Raises ValueError for heads that are not finite."""
+def _scaled_heads(heads, prepared):
+    """Heads times the keys' power of two; ValueError for heads that are not finite."""
     heads_max = heads.abs().max().item() if heads.numel() else 0.0
     if not math.isfinite(heads_max):
         raise ValueError(
             "The inputs are too large for float32 heads (the projection of X overflows "
             "beyond 3.4e38); rescale X, e.g. divide it by its largest absolute value."
         )
-    scale = prepared.scale
-    if heads_max * scale > SAFE_MAGNITUDE_HIGH:
-        scale = _power_of_two_scale(heads_max * scale) * scale
-        prepared = prepare_keys(prepared.keys, prepared.key_mask, scale=scale)
-    return (heads if scale == 1.0 else heads * scale), prepared
+    return heads if prepared.scale == 1.0 else heads * prepared.scale
+
+
+def _nearest_keys_float64(heads, prepared, rows_per_block=64):
+    """The search in float64, for heads far beyond the keys' range, (n, C) int64.
+
+    Such a head's ``h.k`` can overflow float32 although both are finite. Each
+    row is searched on its own, so its codes never depend on the other rows.
+    """
+    keys_t, sq_norms = prepared.keys_t.double(), prepared.sq_norms.double()
+    codes = []
+    for start in range(0, heads.shape[0], rows_per_block):
+        block = heads[start : start + rows_per_block].double().transpose(0, 1)
+        codes.append(torch.baddbmm(sq_norms, block, keys_t, alpha=-2.0).min(-1).indices.T)
+    return torch.cat(codes)
 
 
 def nearest_keys(
@@ -119,16 +127,18 @@ def nearest_keys(
     change the minimum, so each block of distances is one matrix product.
     Keys where ``key_mask`` (C, K) is False are never chosen. Ties go to the
     lowest key index. At most ``chunk_bytes`` of distances exist at a time.
-    Heads and keys of any finite float32 magnitude give the codes of unscaled
-    arithmetic: both are multiplied by the same power of two when they lie
-    outside ``[SAFE_MAGNITUDE_LOW, SAFE_MAGNITUDE_HIGH]``.
+    Keys of any finite float32 magnitude give the codes of unscaled
+    arithmetic: keys and heads are multiplied by the power of two that brings
+    the keys into ``[SAFE_MAGNITUDE_LOW, SAFE_MAGNITUDE_HIGH]`` (exact). Rows
+    whose heads are still beyond ``SAFE_MAGNITUDE_HIGH`` are searched in
+    float64, row by row, so no row's codes depend on the others.
     ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it;
     ``batched`` picks the block strategy (default: batched on GPUs only).
     """
     n_samples, n_codebooks, _ = heads.shape
     if prepared is None:
         prepared = prepare_keys(keys, key_mask)
-    heads, prepared = _scaled_search_operands(heads, prepared)
+    heads = _scaled_heads(heads, prepared)
     keys_t, key_sq_norms = prepared.keys_t, prepared.sq_norms
     heads_by_codebook = heads.transpose(0, 1).contiguous()
     codes = torch.empty(n_codebooks, n_samples, dtype=torch.int64, device=heads.device)
@@ -150,6 +160,9 @@ def nearest_keys(
         search(range(n_codebooks))
     else:
         split_over_threads(search, n_codebooks)
+    far = heads.abs().amax(dim=(1, 2)) > SAFE_MAGNITUDE_HIGH
+    if far.any():
+        codes[:, far] = _nearest_keys_float64(heads[far], prepared).T
     return codes.T
 
 
