@@ -13,7 +13,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -32,7 +31,7 @@ from ._key_codebook import KeyCodebook
 from ._labels import extend_label_set, label_kind, start_label_set
 from ._persistence import all_or_nothing
 from ._progress import progress_bar, write
-from ._validation import Count, first_partial_fit, validate_features
+from ._validation import Count, first_partial_fit, is_fitted, validate_features
 from .engine.codes import count_usage, flat_codes, prepare_keys
 from .engine.heads import project
 from .engine.keys import reseed_unused_keys
@@ -51,14 +50,6 @@ WEIGHT_BUDGET = float(np.finfo(np.float32).max) / 2
 
 def _dense(X):
     return X.toarray() if sp.issparse(X) else X
-
-
-def _is_fitted(estimator):
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        return False
-    return True
 
 
 class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
@@ -443,9 +434,9 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
             codebook = KeyCodebook(device=self.device, verbose=self.verbose)
         else:
             codebook = clone(self.codebook)
-            if _is_fitted(codebook) or (keep_fitted and _is_fitted(self.codebook)):
+            if is_fitted(codebook) or (keep_fitted and is_fitted(self.codebook)):
                 codebook = copy.deepcopy(self.codebook)
-        fits_here = not _is_fitted(codebook)
+        fits_here = not is_fitted(codebook)
         if fits_here:
             if codebook.random_state is None:
                 codebook.set_params(random_state=seed)

@@ -4,11 +4,12 @@ from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.validation import FLOAT_DTYPES, validate_data
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
 
 from ._compat import Interval
 
-__all__ = ["Count", "check_float32_range", "first_partial_fit", "validate_features"]
+__all__ = ["Count", "check_float32_range", "first_partial_fit", "is_fitted", "validate_features"]
 
 
 class Count(Interval):
@@ -58,3 +59,12 @@ def first_partial_fit(estimator, fitted_attribute):
         return True
     estimator._validate_params()
     return False
+
+
+def is_fitted(estimator):
+    """Whether ``check_is_fitted`` passes, as a bool."""
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True

@@ -11,13 +11,16 @@ cadence. Metrics follow the continual-learning literature:
   classes seen so far;
 - forgetting (Chaudhry et al., 2018): for every class seen before the last
   phase, its best accuracy at the end of an earlier phase minus its final
-  accuracy, averaged over those classes. Undefined (NaN) for one phase.
+  accuracy, averaged over those classes (:func:`skkvb.metrics.forgetting`,
+  per class). Undefined (NaN) for one phase.
 """
 
 import math
 from time import perf_counter
 
 import numpy as np
+
+from ..metrics import _mean_forgetting
 
 __all__ = ["run_stream", "per_class_accuracy", "forgetting", "epoch_chunks"]
 
@@ -35,6 +38,9 @@ def per_class_accuracy(y_true, y_pred, classes):
 
 def forgetting(class_accuracy_at_phase_end, first_phase):
     """Average drop from each old class's best earlier accuracy to its final one.
+
+    :func:`skkvb.metrics.forgetting` with classes for tasks: the accuracy
+    matrix has a column per class, and each class counts from its phase.
 
     Parameters
     ----------
@@ -54,8 +60,7 @@ def forgetting(class_accuracy_at_phase_end, first_phase):
     old &= ~np.isnan(accuracy[-1])
     if n_phases < 2 or not old.any():
         return math.nan
-    best = np.nanmax(accuracy[:-1, old], axis=0)
-    return float(np.mean(best - accuracy[-1, old]))
+    return _mean_forgetting(accuracy, old)
 
 
 def epoch_chunks(epochs, eval_every):

@@ -1,0 +1,334 @@
+"""Continual-learning metrics: what a learner knows, and keeps, along a stream.
+
+Most metrics here read an *accuracy matrix* ``R`` of shape
+``(n_phases, n_phases)``: ``R[i, j]`` is the accuracy on the test data of
+phase ``j`` after training through phase ``i`` (the convention of Lopez-Paz &
+Ranzato, 2017, and Chaudhry et al., 2018). :func:`accuracy_matrix` builds it
+from labels and predictions. Entries above the diagonal (phases not trained
+yet) are allowed but ignored by every metric except :func:`average_accuracy`'s
+last row, which has none.
+
+:func:`prequential_score` evaluates a learner on a stream of batches without a
+held-out set: every batch is first predicted, then learned (test-then-train).
+
+References
+----------
+.. [1] D. Lopez-Paz and M. Ranzato, "Gradient Episodic Memory for Continual
+   Learning", NeurIPS 2017.
+.. [2] A. Chaudhry, P. K. Dokania, T. Ajanthan and P. H. S. Torr, "Riemannian
+   Walk for Incremental Learning: Understanding Forgetting and
+   Intransigence", ECCV 2018.
+.. [3] S.-A. Rebuffi, A. Kolesnikov, G. Sperl and C. H. Lampert, "iCaRL:
+   Incremental Classifier and Representation Learning", CVPR 2017.
+"""
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score
+
+from ._validation import is_fitted
+
+__all__ = [
+    "accuracy_matrix",
+    "average_accuracy",
+    "average_incremental_accuracy",
+    "backward_transfer",
+    "forgetting",
+    "prequential_score",
+]
+
+
+_DOC_SECTIONS = {
+    "parameters": """Parameters
+----------
+R : array-like of shape (n_phases, n_phases)
+    ``R[i, j]``: accuracy on phase ``j``'s test data after phase ``i``.
+""",
+    "references": """References
+----------
+.. [1] D. Lopez-Paz and M. Ranzato, "Gradient Episodic Memory for
+   Continual Learning", NeurIPS 2017.
+.. [2] A. Chaudhry, P. K. Dokania, T. Ajanthan and P. H. S. Torr, "Riemannian
+   Walk for Incremental Learning: Understanding Forgetting and
+   Intransigence", ECCV 2018.
+""",
+}
+
+
+def _fill_doc(func):
+    """Put the sections shared by the metrics of ``R`` in place of ``{name}`` lines."""
+    for name, text in _DOC_SECTIONS.items() if func.__doc__ else ():
+        indented = text.rstrip("\n").replace("\n", "\n    ")
+        func.__doc__ = func.__doc__.replace("{" + name + "}", indented)
+    return func
+
+
+def _check_accuracy_matrix(R, name="R"):
+    """``R`` as a float array, or a ValueError naming ``name``."""
+    try:
+        R = np.asarray(R, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of accuracies: {exc}") from exc
+    if R.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_phases, n_phases), got {R.ndim}-D.")
+    if R.shape[0] != R.shape[1]:
+        raise ValueError(f"{name} must be square (n_phases, n_phases), got shape {R.shape}.")
+    if R.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one phase, got shape {R.shape}.")
+    if not np.all((R >= 0.0) & (R <= 1.0)):  # False for NaN too
+        raise ValueError(f"{name} must hold accuracies in [0, 1] (no NaN).")
+    return R
+
+
+def _mean_forgetting(accuracy, columns):
+    """Mean over ``columns`` of the best accuracy before the last row minus the last.
+
+    The kernel of :func:`forgetting`; ``accuracy`` has one row per phase and
+    may have more columns than rows (one per class, say), and NaN entries
+    before the last row are ignored.
+    """
+    best = np.nanmax(accuracy[:-1, columns], axis=0)
+    return float(np.mean(best - accuracy[-1, columns]))
+
+
+@_fill_doc
+def accuracy_matrix(y_true, y_pred):
+    """The accuracy matrix ``R`` of a stream, from labels and predictions.
+
+    Parameters
+    ----------
+    y_true : sequence of n_phases array-likes
+        ``y_true[j]``: the test labels of phase ``j``.
+    y_pred : sequence of n_phases sequences of n_phases array-likes
+        ``y_pred[i][j]``: the predictions on phase ``j``'s test data after
+        training through phase ``i``, of the same length as ``y_true[j]``.
+
+    Returns
+    -------
+    R : ndarray of shape (n_phases, n_phases)
+        ``R[i, j]``: the accuracy of ``y_pred[i][j]`` against ``y_true[j]``.
+
+    See Also
+    --------
+    average_accuracy, average_incremental_accuracy, forgetting, backward_transfer
+
+    {references}
+
+    Examples
+    --------
+    >>> from skkvb.metrics import accuracy_matrix
+    >>> y_true = [[0, 0], [1, 1]]
+    >>> y_pred = [[[0, 0], [0, 0]],   # after phase 0
+    ...           [[0, 1], [1, 1]]]   # after phase 1
+    >>> accuracy_matrix(y_true, y_pred)
+    array([[1. , 0. ],
+           [0.5, 1. ]])
+    """
+    n_phases = len(y_true)
+    if n_phases < 1:
+        raise ValueError("y_true must hold the test labels of at least one phase.")
+    if len(y_pred) != n_phases:
+        raise ValueError(
+            f"y_pred must hold one row per phase ({n_phases}), got {len(y_pred)}."
+        )
+    R = np.empty((n_phases, n_phases))
+    for i, row in enumerate(y_pred):
+        if len(row) != n_phases:
+            raise ValueError(
+                f"y_pred[{i}] must hold predictions for each of the {n_phases} phases, "
+                f"got {len(row)}."
+            )
+        for j, (labels, predicted) in enumerate(zip(y_true, row)):
+            labels, predicted = np.asarray(labels), np.asarray(predicted)
+            if labels.shape != predicted.shape or labels.size == 0:
+                raise ValueError(
+                    f"y_pred[{i}][{j}] (shape {predicted.shape}) must match the non-empty "
+                    f"y_true[{j}] (shape {labels.shape})."
+                )
+            R[i, j] = np.mean(labels == predicted)
+    return R
+
+
+@_fill_doc
+def average_accuracy(R):
+    """Average accuracy at the end of the stream, :math:`A_T`: the mean of ``R``'s last row.
+
+    {parameters}
+
+    Returns
+    -------
+    A_T : float
+        The final accuracy, each phase's test data weighing the same.
+
+    {references}
+
+    Examples
+    --------
+    >>> from skkvb.metrics import average_accuracy
+    >>> average_accuracy([[0.9, 0.0], [0.6, 0.8]])
+    0.7
+    """
+    R = _check_accuracy_matrix(R)
+    return float(np.mean(R[-1]))
+
+
+@_fill_doc
+def average_incremental_accuracy(R):
+    """Mean over phases of the average accuracy on the phases seen so far.
+
+    The mean over ``i`` of ``mean(R[i, :i + 1])`` (S.-A. Rebuffi et al., "iCaRL:
+    Incremental Classifier and Representation Learning", CVPR 2017). Each
+    phase weighs the same, whatever its number of test samples.
+
+    {parameters}
+
+    Returns
+    -------
+    accuracy : float
+        The area under the curve of the accuracy on the phases seen so far,
+        over its number of points.
+
+    {references}
+
+    Examples
+    --------
+    >>> from skkvb.metrics import average_incremental_accuracy
+    >>> average_incremental_accuracy([[0.9, 0.0], [0.6, 0.8]])  # (0.9 + 0.7) / 2
+    0.8
+    """
+    R = _check_accuracy_matrix(R)
+    return float(np.mean([np.mean(R[i, : i + 1]) for i in range(len(R))]))
+
+
+@_fill_doc
+def forgetting(R):
+    """Average forgetting (Chaudhry et al., 2018).
+
+    For every phase ``j`` before the last, its best accuracy after any phase
+    before the last, ``max(R[:T - 1, j])``, minus its final accuracy
+    ``R[T - 1, j]``; averaged over those ``T - 1`` phases. Positive when the
+    learner lost what it knew; can be negative.
+
+    {parameters}
+
+    Returns
+    -------
+    forgetting : float
+        Between -1 and 1; NaN for a single phase (nothing to forget).
+
+    {references}
+
+    Examples
+    --------
+    >>> from skkvb.metrics import forgetting
+    >>> round(forgetting([[0.9, 0.0], [0.6, 0.8]]), 2)  # 0.9 - 0.6
+    0.3
+    """
+    R = _check_accuracy_matrix(R)
+    if len(R) < 2:
+        return math.nan
+    return _mean_forgetting(R, np.arange(len(R) - 1))
+
+
+@_fill_doc
+def backward_transfer(R):
+    """Backward transfer, BWT (Lopez-Paz & Ranzato, 2017).
+
+    The mean over phases ``j`` before the last of ``R[T - 1, j] - R[j, j]``:
+    how learning later phases changed the accuracy on earlier ones right after
+    they were learnt. Negative when the learner forgets.
+
+    {parameters}
+
+    Returns
+    -------
+    bwt : float
+        Between -1 and 1, 0 without any change; NaN for a single phase.
+
+    {references}
+
+    Examples
+    --------
+    >>> from skkvb.metrics import backward_transfer
+    >>> round(backward_transfer([[0.9, 0.0], [0.6, 0.8]]), 2)  # 0.6 - 0.9
+    -0.3
+    """
+    R = _check_accuracy_matrix(R)
+    if len(R) < 2:
+        return math.nan
+    earlier = np.arange(len(R) - 1)
+    return float(np.mean(R[-1, earlier] - R[earlier, earlier]))
+
+
+def prequential_score(estimator, batches, scoring=accuracy_score, classes=None):
+    """Test-then-train evaluation over a stream of batches.
+
+    Every batch is first scored with the estimator as it stands, then learnt
+    with ``partial_fit``. The first batch is never scored (there is nothing to
+    score yet), nor is any batch while the estimator is not fitted. A batch's
+    score therefore always comes from a model that has not seen it.
+
+    Labels never seen before are predicted wrong (the estimator cannot
+    predict a class it does not know, unless ``classes`` announced it), so
+    they count as errors, as they would in deployment; they are learnt right
+    after.
+
+    Parameters
+    ----------
+    estimator : estimator with ``partial_fit`` and ``predict``
+        Trained in place.
+    batches : iterable of (X, y)
+        The stream, in order; a generator is consumed once.
+    scoring : callable, default=sklearn.metrics.accuracy_score
+        ``scoring(y_true, y_pred) -> float``.
+    classes : array-like or None, default=None
+        Passed to the first ``partial_fit`` call when given (required by
+        estimators such as :class:`~sklearn.linear_model.SGDClassifier`).
+
+    Returns
+    -------
+    result : dict
+        ``scores``: ndarray of shape (n_batches,), each batch's score, NaN for
+        a batch not scored; ``n_samples``: ndarray of shape (n_batches,), the
+        batch sizes; ``score``: the mean of the scores weighted by batch size
+        (NaN if no batch was scored).
+
+    References
+    ----------
+    .. [1] J. Gama, R. Sebastião and P. P. Rodrigues, "On evaluating stream
+       learning algorithms", Machine Learning 90, 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skkvb.bench import NearestClassMean
+    >>> from skkvb.metrics import prequential_score
+    >>> X = np.array([[0.0], [0.1], [1.0], [1.1], [0.05], [1.05]])
+    >>> y = np.array([0, 0, 1, 1, 0, 1])
+    >>> batches = [(X[:2], y[:2]), (X[2:4], y[2:4]), (X[4:], y[4:])]
+    >>> result = prequential_score(NearestClassMean(), batches)
+    >>> result["scores"]  # class 1 was new in batch 1
+    array([nan,  0.,  1.])
+    >>> result["score"]
+    0.5
+    """
+    scores, n_samples = [], []
+    kwargs = {} if classes is None else {"classes": classes}
+    for X, y in batches:
+        n_samples.append(len(y))
+        if scores and is_fitted(estimator):
+            scores.append(float(scoring(y, estimator.predict(X))))
+        else:
+            scores.append(math.nan)
+        estimator.partial_fit(X, y, **kwargs)
+        kwargs = {}
+    if not scores:
+        raise ValueError("batches must hold at least one (X, y) batch.")
+    scores, n_samples = np.array(scores), np.array(n_samples)
+    scored = ~np.isnan(scores)
+    if not scored.any() or n_samples[scored].sum() == 0:
+        score = math.nan
+    else:
+        score = float(np.average(scores[scored], weights=n_samples[scored]))
+    return {"scores": scores, "n_samples": n_samples, "score": score}
