@@ -215,6 +215,7 @@ def test_npz_dataset_and_key_data_from_another_set(tmp_path, capsys):
         (["--dataset", "toy", "--key-data", "digits"], "64 features after encoding"),
         (["--dataset", "missing.npz"], "No such .npz file"),
         (["--dataset", "toy", "--phases", "9"], "more than the 8 classes"),
+        (["--dataset", "toy", "--seeds", "0"], "seeds must be N >= 1"),
     ],
 )
 def test_cli_usage_errors(tmp_path, capsys, argv, message):

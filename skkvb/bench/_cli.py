@@ -58,12 +58,16 @@ def _seeds(text):
     """``N`` means seeds 0..N-1; a comma-separated list gives them explicitly."""
     try:
         if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        return list(range(int(text)))
+            seeds = [int(part) for part in text.split(",") if part.strip()]
+        else:
+            seeds = list(range(int(text)))
     except ValueError:
+        seeds = []
+    if not seeds:  # "0" would be no seed at all, and no result to report
         raise argparse.ArgumentTypeError(
-            f"seeds must be N or a list like 0,1,2; got {text!r}"
-        ) from None
+            f"seeds must be N >= 1 or a list like 0,1,2; got {text!r}"
+        )
+    return seeds
 
 
 def _shape(text):
