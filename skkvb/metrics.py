@@ -3,7 +3,8 @@
 Most metrics here read an *accuracy matrix* ``R`` of shape
 ``(n_phases, n_phases)``: ``R[i, j]`` is the accuracy on the test data of
 phase ``j`` after training through phase ``i`` (the convention of Lopez-Paz &
-Ranzato, 2017, and Chaudhry et al., 2018). :func:`accuracy_matrix` builds it
+Ranzato [1]_ and Chaudhry et al. [2]_; average incremental accuracy is from
+Rebuffi et al. [3]_). :func:`accuracy_matrix` builds it
 from labels and predictions. Entries above the diagonal (phases not trained
 yet) are allowed but ignored by every metric except :func:`average_accuracy`'s
 last row, which has none.
