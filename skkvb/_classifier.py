@@ -428,6 +428,9 @@ class KeyValueBottleneckClassifier(DeviceMixin, ClassifierMixin, BaseEstimator):
         so later changes to the user's codebook would otherwise leak in. An
         unfitted one without a random_state of its own is seeded from ours, so
         random_state alone makes fitting deterministic.
+
+        Returns the codebook and whether it was fitted here: only such keys are
+        the classifier's own to re-seed (``reseed_unused_keys``).
         """
         seed = random_state.randint(np.iinfo(np.int32).max)
         if self.codebook is None:
