@@ -10,6 +10,7 @@ training on new classes does not overwrite what was learned on old ones.
 from ._backbone import FrozenBackboneTransformer
 from ._classifier import KeyValueBottleneckClassifier
 from ._key_codebook import KeyCodebook
+from ._regressor import KeyValueBottleneckRegressor
 from ._streaming import StreamingPipeline, make_streaming_pipeline
 
 __version__ = "0.1.0.dev0"
@@ -18,6 +19,7 @@ __all__ = [
     "FrozenBackboneTransformer",
     "KeyCodebook",
     "KeyValueBottleneckClassifier",
+    "KeyValueBottleneckRegressor",
     "StreamingPipeline",
     "make_streaming_pipeline",
     "__version__",

@@ -26,6 +26,7 @@ __all__ = [
     "Interval",
     "InvalidParameterError",
     "StrOptions",
+    "add_method_mappings",
     "check_sample_weight",
     "fit_context",
     "validate_parameter_constraints",
@@ -50,3 +51,20 @@ def check_sample_weight(sample_weight, X):
     return _check_sample_weight(
         sample_weight, X, dtype=np.float32, ensure_non_negative=True, **_ZERO_WEIGHTS_KEYWORD
     )
+
+
+def add_method_mappings(router, name, caller, callees):
+    """Add ``caller -> callee`` routes for the child ``name`` of a MetadataRouter.
+
+    A router's ``add`` replaces a child's whole method mapping, so extending a
+    mapping that a parent class built (``Pipeline.get_metadata_routing``)
+    edits it in place: iterating a router yields ``(name, (mapping, router))``
+    pairs (``RouterMappingPair``), whose ``mapping`` is the one
+    routing reads.
+    """
+    for child, route in router:
+        if child == name:
+            for callee in callees:
+                route.mapping.add(caller=caller, callee=callee)
+            return router
+    raise KeyError(name)

@@ -164,5 +164,12 @@ class DeviceMixin:
         with state_lock(self):  # never a fitting call of another thread half done
             return tag_state(state_to_cpu(super().__getstate__()))
 
+    @staticmethod
+    def _upgrade_state(state, state_format):
+        """The attribute dict of an older readable state format, in this
+        version's layout (see :func:`~skkvb._persistence.untag_state`)."""
+        return state
+
     def __setstate__(self, state):
-        super().__setstate__(state_to_device(untag_state(state, type(self).__name__)))
+        state = untag_state(state, type(self).__name__, upgrade=self._upgrade_state)
+        super().__setstate__(state_to_device(state))

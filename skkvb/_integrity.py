@@ -2,8 +2,9 @@
 
 A pickle carries no checksum: a flipped byte in a key or a count would load
 silently and predict nonsense. The digest covers every array, tensor, torch
-module and engine value model in the state; :func:`~skkvb._persistence.untag_state`
-refuses state whose numbers no longer match it.
+module, engine value model and calibration sample in the state;
+:func:`~skkvb._persistence.untag_state` refuses state whose numbers no longer
+match it.
 """
 
 import hashlib
@@ -11,6 +12,7 @@ import hashlib
 import numpy as np
 import torch
 
+from ._calibration import CalibrationSample
 from .engine.values import ValueModel
 
 __all__ = ["state_digest"]
@@ -38,6 +40,6 @@ def _feed(digest, name, value):
     elif isinstance(value, torch.nn.Module):
         for key, tensor in value.state_dict().items():
             _feed(digest, f"{name}.{key}", tensor)
-    elif isinstance(value, ValueModel):
+    elif isinstance(value, (ValueModel, CalibrationSample)):
         for key, item in sorted(vars(value).items()):
             _feed(digest, f"{name}.{key}", item)

@@ -1,6 +1,9 @@
 """KeyCodebook: the projection and the frozen keys as a scikit-learn transformer."""
 
+from __future__ import annotations
+
 from numbers import Real
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,15 +15,38 @@ from sklearn.utils.validation import check_is_fitted
 from ._compat import Interval, StrOptions, fit_context
 from ._dask import is_dask_array, transform_row_blocks
 from ._device import DeviceMixin, resolve_device
-from ._encoding import encode_array
+from ._doc_link import DocLinkMixin
+from ._encoding import encode_array, head_distances_of_array
 from ._persistence import all_or_nothing
 from ._progress import progress_bar
+from ._threads import N_JOBS_CONSTRAINT, uses_n_jobs
+from ._typing import Device, MatrixLike, RandomStateLike
 from ._validation import Count, first_partial_fit, validate_features
 from .engine.heads import PROJECTIONS, head_shape, make_projection, project
-from .engine.keys import EMAState, ema_update, init_ema_state
+from .engine.keys import ema_update, init_ema_state, resume_ema_state
 from .engine.seeding import draw_seed, torch_generator
 
-__all__ = ["KeyCodebook"]
+__all__ = ["AUTO_MAX_KEYS", "KeyCodebook", "auto_n_keys"]
+
+# The most keys n_keys="auto" gives a codebook (the paper's K).
+AUTO_MAX_KEYS = 4096
+
+
+def auto_n_keys(n_samples, stream):
+    """Keys per codebook of ``n_keys="auto"``: for :meth:`KeyCodebook.fit` on
+    ``n_samples`` samples, one per sample, at most ``AUTO_MAX_KEYS``; for the
+    first batch of a ``stream`` (``partial_fit``), ``AUTO_MAX_KEYS``.
+
+    A k-means codebook cannot place more distinct keys than it has samples:
+    the others start as duplicates that never win a head, die and are revived
+    on the same samples, costing memory and search time for no new code. A
+    stream's first batch does not bound the data to come, whose later classes
+    need keys of their own (re-seeded there by the classifier): capped at the
+    first of five class-incremental phases of digits (64 x 256 keys), the
+    classifier ended at 0.932 accuracy instead of 0.989 (``benchmarks/cold_start.py
+    --shape 64x256x32``, in ``benchmarks/results/``).
+    """
+    return AUTO_MAX_KEYS if stream else min(AUTO_MAX_KEYS, n_samples)
 
 
 def _dense_rows(rows):
@@ -28,7 +54,7 @@ def _dense_rows(rows):
 
 
 class KeyCodebook(
-    DeviceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    DocLinkMixin, DeviceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
     """Frozen-key codebooks of a Discrete Key-Value Bottleneck, fitted without labels.
 
@@ -43,8 +69,12 @@ class KeyCodebook(
     ----------
     n_codebooks : int, default=64
         Number of heads C, each with its own codebook.
-    n_keys : int, default=4096
-        Number of keys K per codebook.
+    n_keys : int or "auto", default="auto"
+        Number of keys K per codebook. ``"auto"``: in :meth:`fit`, one per
+        sample, at most 4096 (the paper's K): ``min(4096, n_samples)``, since
+        more keys than samples cannot all be distinct; in the first
+        :meth:`partial_fit`, 4096, since a stream's first batch does not bound
+        the data to come. ``n_keys_`` is the number used.
     key_dim : int, default=32
         Dimension d_k of each head and key (``projection="gaussian"`` only).
         The "Accuracy" page of the documentation compares shapes; the paper's
@@ -73,17 +103,28 @@ class KeyCodebook(
         Seeds the projection, the initial keys, the batch order and revivals.
     verbose : int, default=0
         When > 0, a progress bar over the EMA epochs on stderr (tqdm).
+    n_jobs : int or None, default=None
+        CPU threads torch uses during :meth:`fit`, :meth:`partial_fit` and
+        :meth:`transform` (the nearest-key searches share them; the EMA
+        statistics run on one). ``None`` means 1 -- several threads slow down
+        badly on a busy machine -- unless in a ``joblib.parallel_config(n_jobs=k)``
+        context (``k``) or called by a classifier (its ``n_jobs``), and never
+        more than an outer limit sets (``OMP_NUM_THREADS``, e.g. in a joblib
+        worker; ``threadpoolctl.threadpool_limits``). ``-1`` means all cores,
+        ``k > 0`` ``k`` threads. torch's own setting is put back after each call.
 
     Attributes
     ----------
-    keys_ : ndarray of shape (`n_codebooks_`, n_keys, `key_dim_`), float32
+    keys_ : ndarray of shape (`n_codebooks_`, `n_keys_`, `key_dim_`), float32
         The fitted keys.
     projection_ : ndarray of shape (`n_features_in_`, `n_codebooks_` * `key_dim_`), float32
         The fixed projection from inputs to heads.
-    key_counts_ : ndarray of shape (`n_codebooks_`, n_keys), float32
+    key_counts_ : ndarray of shape (`n_codebooks_`, `n_keys_`), float32
         EMA count of heads assigned to each key at the last step.
     n_codebooks_ : int
         Number of codebooks actually used (1 with ``projection="none"``).
+    n_keys_ : int
+        Number of keys per codebook actually used (see ``n_keys``).
     key_dim_ : int
         Dimension of heads and keys actually used.
     n_steps_ : int
@@ -104,6 +145,10 @@ class KeyCodebook(
     EMA counts start at one, not zero, so keys that the first batch misses stay
     at their initial head instead of exploding. Dead keys are re-seeded with
     their counts and sums reset; otherwise the next step would undo the revival.
+    Between calls the EMA state is the keys and their counts: each key is its
+    EMA sum over its smoothed count, so a later :meth:`partial_fit` takes the
+    sums from them (to float32 rounding and the Laplace smoothing) and pickles
+    do not carry them.
 
     X may be a dense array of any float or integer dtype (computed in float32)
     or a scipy sparse matrix (densified a few thousand rows at a time).
@@ -137,7 +182,7 @@ class KeyCodebook(
 
     _parameter_constraints: dict = {
         "n_codebooks": [Count()],
-        "n_keys": [Count()],
+        "n_keys": [Count(), StrOptions({"auto"})],
         "key_dim": [Count()],
         "projection": [StrOptions(set(PROJECTIONS))],
         "decay": [Interval(Real, 0, 1, closed="left")],
@@ -147,22 +192,24 @@ class KeyCodebook(
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
         self,
-        n_codebooks=64,
-        n_keys=4096,
-        key_dim=32,
-        projection="gaussian",
-        decay=0.95,
-        max_iter=10,
-        batch_size=256,
-        dead_key_threshold=0.1,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        n_codebooks: int = 64,
+        n_keys: int | Literal["auto"] = "auto",
+        key_dim: int = 32,
+        projection: Literal["gaussian", "partition", "none"] = "gaussian",
+        decay: float = 0.95,
+        max_iter: int = 10,
+        batch_size: int = 256,
+        dead_key_threshold: float = 0.1,
+        device: Device = "auto",
+        random_state: RandomStateLike = None,
+        verbose: int = 0,
+        n_jobs: int | None = None,
+    ) -> None:
         self.n_codebooks = n_codebooks
         self.n_keys = n_keys
         self.key_dim = key_dim
@@ -174,6 +221,7 @@ class KeyCodebook(
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _check_partition(self, X):
         n_features = X.shape[1]
@@ -186,7 +234,8 @@ class KeyCodebook(
 
     @fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
-    def fit(self, X, y=None):
+    @uses_n_jobs
+    def fit(self, X: MatrixLike, y: None = None) -> KeyCodebook:
         """Fit the keys on X by EMA for ``max_iter`` passes, from scratch.
 
         Parameters
@@ -205,7 +254,7 @@ class KeyCodebook(
         self._check_partition(X)
         device = resolve_device(self.device)
         self._random_state = check_random_state(self.random_state)
-        self._start(X.shape[1])
+        self._start(X.shape, stream=False)
         state = None
         with progress_bar(self.max_iter, "keys", "epoch", self.verbose) as bar:
             for _ in range(self.max_iter):
@@ -218,7 +267,8 @@ class KeyCodebook(
 
     @fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
-    def partial_fit(self, X, y=None):
+    @uses_n_jobs
+    def partial_fit(self, X: MatrixLike, y: None = None) -> KeyCodebook:
         """Update the keys with one EMA pass over X, in the given order.
 
         The first call draws the projection and starts the keys at heads of
@@ -242,7 +292,7 @@ class KeyCodebook(
         device = resolve_device(self.device)
         if first_call:
             self._random_state = check_random_state(self.random_state)
-            self._start(X.shape[1])
+            self._start(X.shape, stream=True)
             state = None
         else:
             state = self._load_state(device)
@@ -253,7 +303,8 @@ class KeyCodebook(
         self.n_iter_ = 1
         return self
 
-    def transform(self, X):
+    @uses_n_jobs
+    def transform(self, X: MatrixLike) -> np.ndarray:
         """Codes of X: the nearest key of each head in each codebook.
 
         A ``dask.array.Array`` chunked along rows is transformed lazily, one
@@ -277,7 +328,54 @@ class KeyCodebook(
         projection, keys = self.engine_tensors(resolve_device(self.device))
         return encode_array(X, projection, keys).cpu().numpy()
 
-    def engine_tensors(self, device):
+    @uses_n_jobs
+    def score_samples(self, X: MatrixLike) -> np.ndarray:
+        """How typical each sample is of the data the keys were fitted on.
+
+        Minus the mean over codebooks of the squared L2 distance from each
+        head to its nearest key (its quantisation error): 0 for a sample whose
+        heads all sit on keys, lower the farther a sample lies from every key.
+        Higher means more typical, as in scikit-learn's ``score_samples``.
+        :meth:`KeyValueBottleneckClassifier.score_samples` adds what the keys
+        alone cannot tell: whether training ever fetched them.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), float64
+            Minus the mean squared distance to the nearest keys.
+
+        Notes
+        -----
+        Distances are in the squared units of the heads, so scores compare
+        samples under one codebook, not across codebooks. Keys fitted on a
+        broad unlabelled set tile inputs that no training label covers as
+        finely as the rest, so this score sees only inputs far from all of
+        that set; the "Novelty" section of the user guide measures it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skkvb import KeyCodebook
+        >>> rng = np.random.RandomState(0)
+        >>> codebook = KeyCodebook(n_codebooks=4, n_keys=16, key_dim=3, random_state=0)
+        >>> codebook = codebook.fit(rng.normal(size=(200, 8)))
+        >>> typical, shifted = rng.normal(size=(50, 8)), rng.normal(5, 1, size=(50, 8))
+        >>> bool(codebook.score_samples(typical).mean() > codebook.score_samples(shifted).max())
+        True
+        """
+        check_is_fitted(self)
+        X = validate_features(self, X, reset=False)
+        projection, keys = self.engine_tensors(resolve_device(self.device))
+        codes = encode_array(X, projection, keys)
+        distances = head_distances_of_array(X, projection, keys, codes)
+        return -distances.double().mean(1).cpu().numpy()
+
+    def engine_tensors(self, device: Device) -> tuple[torch.Tensor, torch.Tensor]:
         """The projection and keys as torch tensors on ``device``.
 
         Used by estimators built on this codebook; on the CPU no copy is made.
@@ -287,10 +385,12 @@ class KeyCodebook(
         keys = torch.as_tensor(self.keys_, device=device)
         return projection, keys
 
-    def _start(self, n_features):
+    def _start(self, shape, stream):
+        n_samples, n_features = shape
         self.n_codebooks_, self.key_dim_ = head_shape(
             self.projection, n_features, self.n_codebooks, self.key_dim
         )
+        self.n_keys_ = auto_n_keys(n_samples, stream) if self.n_keys == "auto" else self.n_keys
         self.projection_ = make_projection(
             self.projection, n_features, self.n_codebooks, self.key_dim, self._random_state
         )
@@ -304,7 +404,7 @@ class KeyCodebook(
             batch = torch.as_tensor(_dense_rows(X[order[start : start + self.batch_size]]))
             heads = project(batch.to(device, torch.float32), projection, self.n_codebooks_)
             if state is None:
-                state = init_ema_state(heads, self.n_keys, generator)
+                state = init_ema_state(heads, self.n_keys_, generator)
             ema_update(state, heads, self.decay, self.dead_key_threshold, generator)
             self.n_steps_ += 1
         return state
@@ -312,14 +412,19 @@ class KeyCodebook(
     def _store(self, state):
         self.keys_ = state.keys.cpu().numpy()
         self.key_counts_ = state.counts.cpu().numpy()
-        self._key_sums = state.sums.cpu().numpy()
 
     def _load_state(self, device):
-        return EMAState(
-            keys=torch.as_tensor(self.keys_, device=device).clone(),
-            counts=torch.as_tensor(self.key_counts_, device=device).clone(),
-            sums=torch.as_tensor(self._key_sums, device=device).clone(),
-        )
+        keys, counts = torch.as_tensor(self.keys_), torch.as_tensor(self.key_counts_)
+        return resume_ema_state(keys.to(device), counts.to(device))
+
+    @staticmethod
+    def _upgrade_state(state, state_format):
+        """Format-2 state kept the EMA sums and had no ``n_keys_``."""
+        if state_format < 3:
+            state.pop("_key_sums", None)
+            if "keys_" in state:
+                state["n_keys_"] = state["keys_"].shape[1]
+        return state
 
     @property
     def _n_features_out(self):

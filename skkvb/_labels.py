@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["extend_label_set", "label_kind", "start_label_set"]
+__all__ = ["extend_label_set", "label_kind", "label_positions", "start_label_set"]
 
 
 def label_kind(labels, name):
@@ -86,6 +86,28 @@ def extend_label_set(classes_, fixed, y, classes=None):
     source = np.full(len(merged), -1)
     source[np.searchsorted(merged, classes_)] = np.arange(len(classes_))
     return merged, source
+
+
+def label_positions(classes_, y):
+    """Position of each label of ``y`` in the sorted ``classes_``.
+
+    Raises ``ValueError`` naming the labels of ``y`` that ``classes_`` does not
+    hold (compared as Python values, so ``3.0`` is the class ``3``), and for
+    labels of the other kind (numbers or strings).
+    """
+    kind, known = label_kind(y, "y"), label_kind(classes_, "classes_")
+    if kind != known:
+        raise ValueError(
+            f"y holds {kind} labels, but the classes are {known}s: {classes_.tolist()[:10]}."
+        )
+    known_labels = set(classes_.tolist())
+    unknown = [label for label in np.unique(y).tolist() if label not in known_labels]
+    if unknown:
+        raise ValueError(
+            f"y contains labels {unknown[:10]} that are not among the classes learned: "
+            f"{classes_.tolist()[:10]}."
+        )
+    return np.searchsorted(classes_, np.asarray(y).astype(classes_.dtype))
 
 
 def _in_dtype_of(labels, classes, name):

@@ -25,6 +25,7 @@ import numpy as np
 from ._integrity import state_digest
 
 __all__ = [
+    "OLDEST_READABLE_FORMAT",
     "STATE_FORMAT",
     "all_or_nothing",
     "restore",
@@ -38,7 +39,10 @@ __all__ = [
 # renamed, removed or change meaning, so that old pickles fail loudly instead of
 # predicting nonsense. State pickled before the tag existed has format 1.
 # Format 2: value models as engine objects, iterations named max_iter.
-STATE_FORMAT = 2
+# Format 3: KeyCodebook keeps no EMA sums (they follow from keys and counts)
+# and records n_keys_. Older formats still read are upgraded by the estimator.
+STATE_FORMAT = 3
+OLDEST_READABLE_FORMAT = 2
 _FORMAT_KEY = "_skkvb_state_format"
 _VERSION_KEY = "_skkvb_version"
 _DIGEST_KEY = "_skkvb_digest"
@@ -119,12 +123,14 @@ def tag_state(state):
     return state
 
 
-def untag_state(state, owner):
+def untag_state(state, owner, upgrade=None):
     """Inverse of :func:`tag_state`: the attribute dict without the tags.
 
     Raises ``ValueError`` naming both versions when the state was written in a
-    format other than :data:`STATE_FORMAT`, and when its numbers do not match
-    the digest written with them. ``owner`` names the estimator class.
+    format outside ``OLDEST_READABLE_FORMAT`` to :data:`STATE_FORMAT`, and
+    when its numbers do not match the digest written with them. ``owner``
+    names the estimator class. State of an older readable format goes through
+    ``upgrade(state, state_format)``, which returns it in the current layout.
     """
     state = dict(state)
     # scikit-learn's own tag, re-added by every pickling; BaseEstimator only
@@ -132,11 +138,14 @@ def untag_state(state, owner):
     state.pop("_sklearn_version", None)
     state_format = state.pop(_FORMAT_KEY, 1)
     written_by = state.pop(_VERSION_KEY, "before 0.1")
-    if state_format != STATE_FORMAT:
+    if not (
+        isinstance(state_format, int) and OLDEST_READABLE_FORMAT <= state_format <= STATE_FORMAT
+    ):
         raise ValueError(
             f"This {owner} was pickled by skkvb {written_by} in state format "
-            f"{state_format!r}, but skkvb {_package_version()} reads format "
-            f"{STATE_FORMAT} only. Load it with skkvb {written_by}, or fit it again."
+            f"{state_format!r}, but skkvb {_package_version()} reads formats "
+            f"{OLDEST_READABLE_FORMAT} to {STATE_FORMAT} only. Load it with skkvb "
+            f"{written_by}, or fit it again."
         )
     digest = state.pop(_DIGEST_KEY, None)
     if digest != state_digest(state):
@@ -144,5 +153,7 @@ def untag_state(state, owner):
             f"This {owner}'s saved arrays do not match the digest saved with them: the "
             "file is corrupted or was changed. Load an intact copy, or fit it again."
         )
+    if state_format < STATE_FORMAT and upgrade is not None:
+        state = upgrade(state, state_format)
     return state
 

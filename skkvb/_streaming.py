@@ -6,13 +6,25 @@ learning. :class:`StreamingPipeline` adds it: each batch goes through the
 transformers and into the final estimator's ``partial_fit``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sklearn import get_config
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.utils.metadata_routing import MetadataRouter, process_routing
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from ._compat import add_method_mappings
+from ._doc_link import DocLinkMixin
 from ._persistence import restore, snapshot
+from ._typing import ArrayLike
+
+if TYPE_CHECKING:
+    import joblib
 
 __all__ = ["StreamingPipeline", "make_streaming_pipeline"]
 
@@ -21,7 +33,7 @@ def _final_step_has_partial_fit(pipeline):
     return hasattr(pipeline.steps[-1][1], "partial_fit")
 
 
-class StreamingPipeline(Pipeline):
+class StreamingPipeline(DocLinkMixin, Pipeline):
     """A :class:`~sklearn.pipeline.Pipeline` with ``partial_fit`` for streams.
 
     ``partial_fit`` passes one batch through the intermediate steps and then to
@@ -36,7 +48,9 @@ class StreamingPipeline(Pipeline):
     - a fitted step only transforms.
 
     Everything else -- ``fit``, ``predict``, parameters, pickling -- is
-    :class:`~sklearn.pipeline.Pipeline`'s.
+    :class:`~sklearn.pipeline.Pipeline`'s. Metadata such as ``sample_weight``
+    reaches the steps as in ``Pipeline.fit``: by ``<step>__<name>``, or, with
+    metadata routing enabled, as the steps request it.
 
     Parameters
     ----------
@@ -87,7 +101,13 @@ class StreamingPipeline(Pipeline):
     """
 
     @available_if(_final_step_has_partial_fit)
-    def partial_fit(self, X, y=None, classes=None, **partial_fit_params):
+    def partial_fit(
+        self,
+        X: Any,
+        y: ArrayLike | None = None,
+        classes: ArrayLike | None = None,
+        **params: Any,
+    ) -> StreamingPipeline:
         """Stream one batch through the transformers into the final ``partial_fit``.
 
         Parameters
@@ -100,60 +120,137 @@ class StreamingPipeline(Pipeline):
             All classes of the stream, passed on to the final estimator when
             given (scikit-learn classifiers need it on the first call; a
             KeyValueBottleneckClassifier can also grow its classes).
-        **partial_fit_params : dict
-            Passed on to the final estimator's ``partial_fit`` (e.g.
-            ``sample_weight``).
+        **params : dict
+            Metadata for the steps (e.g. ``sample_weight``). Without metadata
+            routing, as in :meth:`Pipeline.fit <sklearn.pipeline.Pipeline.fit>`:
+            ``<step>__<name>`` goes to that step -- the final one's
+            ``partial_fit``, or the ``partial_fit`` (or first ``fit_transform``)
+            that updates an intermediate step -- and a plain ``<name>`` to the
+            final ``partial_fit``. With ``sklearn.set_config(
+            enable_metadata_routing=True)``, plain names are routed to the
+            steps that request them (``set_partial_fit_request``; an
+            intermediate step's ``set_fit_request`` on its first,
+            fitting batch).
 
         Returns
         -------
         self : StreamingPipeline
             This pipeline.
         """
-        steps = [step for _, step in self.steps[:-1] if step is not None and step != "passthrough"]
+        # Routing is decided before any step changes: an unknown or unrequested
+        # name raises with every step as it was.
+        steps, final_params = self._partial_fit_params(params)
         # All or nothing across steps: a batch that an earlier step accepts and
         # a later one rejects must not leave the earlier one updated.
-        saved = [(step, snapshot(step)) for step in steps if _updates_on_stream(step)]
+        saved = [(step, snapshot(step)) for step, _ in steps if _updates_on_stream(step)]
         try:
             Xt = X
-            for step in steps:
-                Xt = _stream_through(step, Xt)
+            for step, step_params in steps:
+                Xt = _stream_through(step, Xt, step_params)
             if classes is not None:
-                partial_fit_params["classes"] = classes
-            self.steps[-1][1].partial_fit(Xt, y, **partial_fit_params)
+                final_params["classes"] = classes
+            self.steps[-1][1].partial_fit(Xt, y, **final_params)
         except BaseException:
             for step, state in saved:
                 restore(step, state)
             raise
         return self
 
+    def _partial_fit_params(self, params):
+        """``[(step, {method: params}), ...]`` of the intermediate steps, and the
+        final ``partial_fit``'s params, routed or parsed from ``step__name``."""
+        names = [name for name, step in self.steps if step is not None and step != "passthrough"]
+        intermediate = [(name, step) for name, step in self.steps[:-1] if name in names]
+        final_name = self.steps[-1][0]
+        if get_config()["enable_metadata_routing"]:
+            routed = process_routing(self, "partial_fit", **params)
+            steps = [
+                (step, {method: routed[name][method] for method in _stream_methods(step)})
+                for name, step in intermediate
+            ]
+            return steps, dict(routed[final_name]["partial_fit"])
+        per_step = {name: {} for name in names}
+        for key, value in params.items():
+            name, param = key.split("__", 1) if "__" in key else (final_name, key)
+            if name not in per_step or not param:
+                raise ValueError(
+                    f"StreamingPipeline.partial_fit got the parameter {key!r}; give "
+                    f"<step>__<name> with a step of {names}, or a plain name for the "
+                    "final step's partial_fit."
+                )
+            per_step[name][param] = value
+        steps = []
+        for name, step in intermediate:
+            methods = _stream_methods(step)
+            if per_step[name] and methods == ("transform",):
+                raise ValueError(
+                    f"StreamingPipeline.partial_fit got {sorted(per_step[name])} for step "
+                    f"{name!r}, which this batch only transforms (it is frozen or fitted)."
+                )
+            steps.append((step, {methods[0]: per_step[name]}))
+        return steps, per_step[final_name]
+
+    def get_metadata_routing(self) -> MetadataRouter:
+        """Get the metadata routing of this pipeline.
+
+        That of :class:`~sklearn.pipeline.Pipeline`, and for :meth:`partial_fit`:
+        the final step's ``partial_fit``, and the methods it calls on each
+        intermediate step (``partial_fit`` and ``transform``; ``fit_transform``
+        on the batch that first fits it; ``transform`` alone once fitted or
+        frozen).
+
+        Returns
+        -------
+        routing : MetadataRouter
+            A :class:`~sklearn.utils.metadata_routing.MetadataRouter` encapsulating
+            routing information.
+        """
+        router = super().get_metadata_routing()
+        for name, step in self.steps[:-1]:
+            if step is not None and step != "passthrough":
+                add_method_mappings(router, name, "partial_fit", _stream_methods(step))
+        if _final_step_has_partial_fit(self):
+            add_method_mappings(router, self.steps[-1][0], "partial_fit", ["partial_fit"])
+        return router
+
+
+def _stream_methods(step):
+    """The methods :meth:`StreamingPipeline.partial_fit` calls on an intermediate
+    step, in order: the first updates it (unless it only transforms)."""
+    if isinstance(step, FrozenEstimator):
+        return ("transform",)
+    if hasattr(step, "partial_fit"):
+        return ("partial_fit", "transform")
+    try:
+        check_is_fitted(step)
+    except NotFittedError:
+        return ("fit_transform",)
+    return ("transform",)
+
 
 def _updates_on_stream(step):
     """Whether :func:`_stream_through` changes ``step`` (partial_fit, or a first fit)."""
-    if isinstance(step, FrozenEstimator):
-        return False
-    if hasattr(step, "partial_fit"):
-        return True
-    try:
-        check_is_fitted(step)
-    except NotFittedError:
-        return True
-    return False
+    return _stream_methods(step) != ("transform",)
 
 
-def _stream_through(step, X):
-    """Transform one batch with an intermediate step, fitting or updating it first."""
-    if isinstance(step, FrozenEstimator):
-        return step.transform(X)
-    if hasattr(step, "partial_fit"):
-        return step.partial_fit(X).transform(X)
-    try:
-        check_is_fitted(step)
-    except NotFittedError:
-        return step.fit_transform(X)
-    return step.transform(X)
+def _stream_through(step, X, params):
+    """Transform one batch with an intermediate step, fitting or updating it first.
+
+    ``params`` maps each method of :func:`_stream_methods` to its parameters.
+    """
+    methods = _stream_methods(step)
+    if methods == ("partial_fit", "transform"):
+        step = step.partial_fit(X, **params.get("partial_fit", {}))
+        return step.transform(X, **params.get("transform", {}))
+    return getattr(step, methods[0])(X, **params.get(methods[0], {}))
 
 
-def make_streaming_pipeline(*steps, memory=None, transform_input=None, verbose=False):
+def make_streaming_pipeline(
+    *steps: Any,
+    memory: str | joblib.Memory | None = None,
+    transform_input: list[str] | None = None,
+    verbose: bool = False,
+) -> StreamingPipeline:
     """Build a :class:`StreamingPipeline` from estimators, naming them automatically.
 
     The streaming counterpart of :func:`sklearn.pipeline.make_pipeline`.

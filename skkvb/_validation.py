@@ -38,11 +38,14 @@ def check_float32_range(X):
     return X
 
 
-def validate_features(estimator, X, y="no_validation", reset=True):
+def validate_features(estimator, X, y="no_validation", reset=True, **check_params):
     """``validate_data`` for the bottleneck's estimators: dense float or CSR, within
     float32's range. Returns X, or (X, y) when y is to be validated too (as
-    ``validate_data``: pass y, even None, to require it)."""
-    out = validate_data(estimator, X, y, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset)
+    ``validate_data``: pass y, even None, to require it). ``check_params`` go
+    to ``validate_data`` (e.g. ``multi_output=True``)."""
+    out = validate_data(
+        estimator, X, y, accept_sparse="csr", dtype=FLOAT_DTYPES, reset=reset, **check_params
+    )
     if isinstance(y, str) and y == "no_validation":
         return check_float32_range(out)
     X, y = out

@@ -12,6 +12,9 @@ last row, which has none.
 :func:`prequential_score` evaluates a learner on a stream of batches without a
 held-out set: every batch is first predicted, then learned (test-then-train).
 
+:func:`expected_calibration_error` measures how far the confidence of predicted
+probabilities is from the accuracy they reach.
+
 References
 ----------
 .. [1] D. Lopez-Paz and M. Ranzato, "Gradient Episodic Memory for Continual
@@ -23,11 +26,16 @@ References
    Incremental Classifier and Representation Learning", CVPR 2017.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score
 
+from ._typing import ArrayLike
 from ._validation import is_fitted
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "average_accuracy",
     "average_incremental_accuracy",
     "backward_transfer",
+    "expected_calibration_error",
     "forgetting",
     "prequential_score",
 ]
@@ -94,7 +103,9 @@ def _mean_forgetting(accuracy, columns):
 
 
 @_fill_doc
-def accuracy_matrix(y_true, y_pred):
+def accuracy_matrix(
+    y_true: Sequence[ArrayLike], y_pred: Sequence[Sequence[ArrayLike]]
+) -> np.ndarray:
     """The accuracy matrix ``R`` of a stream, from labels and predictions.
 
     Parameters
@@ -152,7 +163,7 @@ def accuracy_matrix(y_true, y_pred):
 
 
 @_fill_doc
-def average_accuracy(R):
+def average_accuracy(R: ArrayLike) -> float:
     """Average accuracy at the end of the stream, :math:`A_T`: the mean of ``R``'s last row.
 
     {parameters}
@@ -175,7 +186,7 @@ def average_accuracy(R):
 
 
 @_fill_doc
-def average_incremental_accuracy(R):
+def average_incremental_accuracy(R: ArrayLike) -> float:
     """Mean over phases of the average accuracy on the phases seen so far.
 
     The mean over ``i`` of ``mean(R[i, :i + 1])`` (S.-A. Rebuffi et al., "iCaRL:
@@ -203,7 +214,7 @@ def average_incremental_accuracy(R):
 
 
 @_fill_doc
-def forgetting(R):
+def forgetting(R: ArrayLike) -> float:
     """Average forgetting (Chaudhry et al., 2018).
 
     For every phase ``j`` before the last, its best accuracy after any phase
@@ -233,7 +244,7 @@ def forgetting(R):
 
 
 @_fill_doc
-def backward_transfer(R):
+def backward_transfer(R: ArrayLike) -> float:
     """Backward transfer, BWT (Lopez-Paz & Ranzato, 2017).
 
     The mean over phases ``j`` before the last of ``R[T - 1, j] - R[j, j]``:
@@ -262,7 +273,12 @@ def backward_transfer(R):
     return float(np.mean(R[-1, earlier] - R[earlier, earlier]))
 
 
-def prequential_score(estimator, batches, scoring=accuracy_score, classes=None):
+def prequential_score(
+    estimator: Any,
+    batches: Iterable[tuple[Any, ArrayLike]],
+    scoring: Callable[[Any, Any], float] = accuracy_score,
+    classes: ArrayLike | None = None,
+) -> dict[str, Any]:
     """Test-then-train evaluation over a stream of batches.
 
     Every batch is first scored with the estimator as it stands, then learnt
@@ -333,3 +349,69 @@ def prequential_score(estimator, batches, scoring=accuracy_score, classes=None):
     else:
         score = float(np.average(scores[scored], weights=n_samples[scored]))
     return {"scores": scores, "n_samples": n_samples, "score": score}
+
+
+def expected_calibration_error(
+    y_true: ArrayLike, y_proba: ArrayLike, *, n_bins: int = 15, labels: ArrayLike | None = None
+) -> float:
+    """Expected calibration error (ECE) of predicted class probabilities.
+
+    Samples are put in ``n_bins`` equal-width bins of their confidence, the
+    largest of their probabilities (bin ``b`` holds confidences in
+    ``(b / n_bins, (b + 1) / n_bins]``, the first one 0 too). The ECE is the
+    mean over bins, weighted by their share of the samples, of the gap between
+    the bin's accuracy and its mean confidence, as in Guo et al. [1]_ (who use
+    15 bins). 0 is perfect; a classifier whose confidence is always 1 scores
+    its error rate.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    y_proba : array-like of shape (n_samples, n_classes)
+        Predicted probabilities, one column per label of ``labels``.
+    n_bins : int, default=15
+        Number of confidence bins.
+    labels : array-like of shape (n_classes,), default=None
+        The label of each column of ``y_proba`` (a classifier's
+        ``classes_``); ``None`` means the sorted labels of ``y_true``.
+
+    Returns
+    -------
+    ece : float
+        In [0, 1].
+
+    References
+    ----------
+    .. [1] C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger, "On Calibration of
+       Modern Neural Networks", ICML 2017.
+
+    Examples
+    --------
+    >>> from skkvb.metrics import expected_calibration_error
+    >>> y_proba = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> round(expected_calibration_error([0, 0, 1, 1], y_proba, n_bins=5), 3)
+    0.3
+    """
+    y_true = np.asarray(y_true)
+    y_proba = np.asarray(y_proba, dtype=float)
+    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    if y_proba.ndim != 2 or y_proba.shape[0] != y_true.shape[0]:
+        raise ValueError(
+            f"y_proba must have shape (n_samples, n_classes) with n_samples={len(y_true)}; "
+            f"got {y_proba.shape}."
+        )
+    if y_proba.shape[1] != len(labels):
+        raise ValueError(
+            f"y_proba has {y_proba.shape[1]} columns but there are {len(labels)} labels; "
+            "pass labels= (e.g. the classifier's classes_)."
+        )
+    if not (isinstance(n_bins, int) and n_bins >= 1):
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty: the calibration error needs samples.")
+    confidence = y_proba.max(1)
+    correct = labels[y_proba.argmax(1)] == y_true
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    gap = np.bincount(bins, weights=correct - confidence, minlength=n_bins)
+    return float(np.abs(gap).sum() / len(y_true))

@@ -11,11 +11,17 @@ yields arrays of sample indices, one per phase, and ``get_n_splits`` says how
 many. :func:`make_phases` turns a splitter into a list of ``(X, y)`` phases.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import column_or_1d
+
+from ._typing import ArrayLike, RandomStateLike
 
 __all__ = [
     "ClassIncrementalSplit",
@@ -104,13 +110,13 @@ class ClassIncrementalSplit:
 
     def __init__(
         self,
-        n_phases=5,
+        n_phases: int | None = 5,
         *,
-        classes_per_phase=None,
-        class_order=None,
-        shuffle=True,
-        random_state=None,
-    ):
+        classes_per_phase: int | list[int] | None = None,
+        class_order: ArrayLike | None = None,
+        shuffle: bool = True,
+        random_state: RandomStateLike = None,
+    ) -> None:
         self.n_phases = n_phases
         self.classes_per_phase = classes_per_phase
         self.class_order = class_order
@@ -134,7 +140,7 @@ class ClassIncrementalSplit:
         sizes = _phase_sizes(len(classes), self.n_phases, self.classes_per_phase)
         return [np.sort(group) for group in np.split(ordered, np.cumsum(sizes)[:-1])]
 
-    def phase_classes(self, y):
+    def phase_classes(self, y: ArrayLike) -> list[np.ndarray]:
         """The classes of each phase, in arrival order.
 
         Parameters
@@ -150,7 +156,7 @@ class ClassIncrementalSplit:
         y = column_or_1d(y)
         return self._groups(y, check_random_state(self.random_state))
 
-    def split(self, X, y):
+    def split(self, X: ArrayLike, y: ArrayLike) -> Iterator[np.ndarray]:
         """Yield the sample indices of each phase.
 
         Parameters
@@ -175,7 +181,7 @@ class ClassIncrementalSplit:
                 indices = indices[rng.permutation(len(indices))]
             yield indices
 
-    def get_n_splits(self, X=None, y=None):
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None) -> int:
         """Number of phases; needs ``y`` unless ``n_phases`` alone fixes it."""
         if self.classes_per_phase is None:
             return self.n_phases
@@ -214,11 +220,11 @@ class IIDSplit:
     [3, 2]
     """
 
-    def __init__(self, n_phases=1, *, random_state=None):
+    def __init__(self, n_phases: int = 1, *, random_state: RandomStateLike = None) -> None:
         self.n_phases = n_phases
         self.random_state = random_state
 
-    def split(self, X, y=None):
+    def split(self, X: ArrayLike, y: Any = None) -> Iterator[np.ndarray]:
         """Yield the sample indices of each phase.
 
         Parameters
@@ -240,7 +246,7 @@ class IIDSplit:
         order = check_random_state(self.random_state).permutation(len(X))
         yield from np.array_split(order, self.n_phases)
 
-    def get_n_splits(self, X=None, y=None):
+    def get_n_splits(self, X: Any = None, y: Any = None) -> int:
         """Number of phases."""
         return self.n_phases
 
@@ -248,7 +254,9 @@ class IIDSplit:
         return f"IIDSplit(n_phases={self.n_phases!r}, random_state={self.random_state!r})"
 
 
-def make_phases(X, y, splitter):
+def make_phases(
+    X: ArrayLike, y: ArrayLike, splitter: Any
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cut ``(X, y)`` into the list of phases that ``splitter`` defines.
 
     Parameters
@@ -279,13 +287,13 @@ def make_phases(X, y, splitter):
 
 
 def make_gaussian_toy(
-    n_samples_per_class=100,
+    n_samples_per_class: int = 100,
     *,
-    n_classes=8,
-    radius=0.35,
-    cluster_std=0.04,
-    random_state=None,
-):
+    n_classes: int = 8,
+    radius: float = 0.35,
+    cluster_std: float = 0.04,
+    random_state: RandomStateLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The 2-D toy of the DKVB paper (Section 5.1): separated Gaussian classes.
 
     The class centres sit evenly on a circle of ``radius`` around (0.5, 0.5),

@@ -45,7 +45,9 @@ def test_class_counts_equal_a_slow_numpy_reference(iris_codebook):
 
 
 def test_predict_proba_is_the_softmax_of_the_mean_fetched_values(iris_codebook):
-    clf = counting(iris_codebook, count_smoothing=0.5, mask_unused_keys=False)
+    # temperature=1.0: the probabilities of the values themselves (test_calibration.py
+    # covers the fitted temperature)
+    clf = counting(iris_codebook, count_smoothing=0.5, mask_unused_keys=False, temperature=1.0)
     clf.fit(X_IRIS[::2], Y_IRIS[::2])
     counts = clf.class_counts_
     values = np.log((counts + 0.5) / (counts.sum(-1, keepdims=True) + 0.5 * 3))

@@ -3,7 +3,12 @@
 from _helpers import ShapeAgnostic
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skkvb import FrozenBackboneTransformer, KeyCodebook, KeyValueBottleneckClassifier
+from skkvb import (
+    FrozenBackboneTransformer,
+    KeyCodebook,
+    KeyValueBottleneckClassifier,
+    KeyValueBottleneckRegressor,
+)
 
 # Small codebooks keep the ~50 checks per estimator fast; the defaults are
 # exercised by test_classifier.py.
@@ -14,6 +19,7 @@ ESTIMATORS = [
     KeyValueBottleneckClassifier(
         codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4), value_update="count"
     ),
+    KeyValueBottleneckRegressor(codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4)),
     # A parameter-free, shape-agnostic module: see ShapeAgnostic's docstring.
     FrozenBackboneTransformer(ShapeAgnostic(), device="cpu"),
 ]

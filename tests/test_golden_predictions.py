@@ -28,10 +28,11 @@ def _model(rule):
         n_codebooks=16, n_keys=64, key_dim=8, max_iter=2, device="cpu", random_state=0
     )
     # Recorded before keys could be re-seeded in a stream: the streams here keep
-    # the keys their first batch gave (reseed_unused_keys=False).
+    # the keys their first batch gave (reseed_unused_keys=False); and before the
+    # fitted temperature: probabilities at temperature=1.0.
     return KeyValueBottleneckClassifier(
         codebook=codebook, value_update=rule, device="cpu", random_state=0, max_iter=3,
-        partial_fit_max_iter=2, reseed_unused_keys=False,
+        partial_fit_max_iter=2, reseed_unused_keys=False, temperature=1.0,
     )
 
 

@@ -30,7 +30,7 @@ import skkvb._key_codebook
 import skkvb._persistence
 import skkvb.engine.values.count
 import skkvb.engine.values.sgd
-from skkvb import FrozenBackboneTransformer, KeyValueBottleneckClassifier
+from skkvb import FrozenBackboneTransformer, KeyCodebook, KeyValueBottleneckClassifier
 from skkvb.engine.values import add_counts
 
 PUBLIC_ESTIMATORS = [
@@ -143,22 +143,54 @@ def test_backbone_gpu_pickle_loads_on_the_cpu_with_a_warning(images, monkeypatch
 def test_pickles_carry_a_state_format_and_refuse_another(fitted, name, monkeypatch):
     estimator = fitted[name]
     state = estimator.__getstate__()
-    assert state["_skkvb_state_format"] == skkvb._persistence.STATE_FORMAT == 2
+    assert state["_skkvb_state_format"] == skkvb._persistence.STATE_FORMAT == 3
     assert "_skkvb_state_format" not in vars(pickle.loads(pickle.dumps(estimator)))
 
-    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 3)  # a future skkvb
+    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 4)  # a future skkvb
     from_the_future = pickle.dumps(estimator)
     monkeypatch.undo()
     # (a nested estimator, unpickled first, may be the one to report it)
-    message = r"This \w+ was pickled by skkvb .* in state format 3, but skkvb .* reads format 2"
+    message = (
+        r"This \w+ was pickled by skkvb .* in state format 4, but skkvb .* reads formats 2 to 3"
+    )
     with pytest.raises(ValueError, match=message):
         pickle.loads(from_the_future)
 
     # State pickled before the tag existed has format 1 (an older layout): refused too.
     untagged = {k: v for k, v in state.items() if not k.startswith("_skkvb_")}
     loaded = type(estimator).__new__(type(estimator))
-    with pytest.raises(ValueError, match=r"in state format 1, but skkvb .* reads format 2"):
+    with pytest.raises(ValueError, match=r"in state format 1, but .* reads formats 2 to 3"):
         loaded.__setstate__(untagged)
+
+
+def test_format_2_codebooks_load_without_their_ema_sums_and_keep_fitting(fitted, monkeypatch):
+    """Format 2 pickled the EMA sums and had no n_keys_; format 3 derives both."""
+    codebook = copy.deepcopy(fitted["KeyCodebook"])
+    state = skkvb._persistence.untag_state(codebook.__getstate__(), "KeyCodebook")
+    del state["n_keys_"]
+    state["_key_sums"] = codebook.keys_ * codebook.key_counts_[..., None]
+    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 2)
+    old = pickle.dumps(skkvb._persistence.tag_state(state))
+    monkeypatch.undo()
+    loaded = KeyCodebook.__new__(KeyCodebook)
+    loaded.__setstate__(pickle.loads(old))
+    assert fingerprint(loaded) == fingerprint(codebook)  # no _key_sums; n_keys_ from keys_
+    loaded.partial_fit(X_IRIS[::-1])
+    codebook.partial_fit(X_IRIS[::-1])
+    np.testing.assert_array_equal(loaded.keys_, codebook.keys_)
+
+
+def test_format_2_classifiers_are_refused_with_a_reason(fitted, monkeypatch):
+    """Format 2 has no calibration sample, class totals or distance sums, and
+    they do not follow from the counts: loading says so instead of failing later."""
+    clf = fitted["KeyValueBottleneckClassifier"]
+    state = skkvb._persistence.untag_state(clf.__getstate__(), "KeyValueBottleneckClassifier")
+    monkeypatch.setattr(skkvb._persistence, "STATE_FORMAT", 2)
+    old = skkvb._persistence.tag_state(state)
+    monkeypatch.undo()
+    loaded = KeyValueBottleneckClassifier.__new__(KeyValueBottleneckClassifier)
+    with pytest.raises(ValueError, match="pickled in state format 2.*Fit it again"):
+        loaded.__setstate__(old)
 
 
 # ------------------------------------------------------------ all or nothing

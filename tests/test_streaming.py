@@ -8,7 +8,8 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _helpers import class_incremental
+from _helpers import class_incremental, fingerprint
+from sklearn import config_context
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -156,3 +157,114 @@ def test_partial_fit_is_all_or_nothing_across_steps():
     np.testing.assert_array_equal(scaler.mean_, mean)
     pipe.partial_fit(X[:5], y[:5])  # and it keeps streaming
     assert (scaler.n_samples_seen_ == seen + 5).all()
+
+
+# ------------------------------------------------------------- metadata
+
+
+def weighted_stream_data():
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(60, 4)), np.arange(60) % 3
+    return X, y, rng.randint(0, 4, size=60).astype(float)
+
+
+def counting_classifier():
+    return KeyValueBottleneckClassifier(
+        codebook=FrozenEstimator(
+            KeyCodebook(n_codebooks=8, n_keys=16, key_dim=4, random_state=0).fit(
+                np.random.RandomState(1).normal(size=(60, 4))
+            )
+        ),
+        device="cpu",
+    )
+
+
+def manual_stream(X, y, weights, batches):
+    """What the pipeline should do: scaler updated with the weights, then the classifier."""
+    scaler, clf = StandardScaler(), counting_classifier()
+    for batch in batches:
+        scaler.partial_fit(X[batch], sample_weight=weights[batch])
+        clf.partial_fit(scaler.transform(X[batch]), y[batch], sample_weight=weights[batch])
+    return scaler, clf
+
+
+BATCHES = [slice(0, 30), slice(30, 60)]
+
+
+def test_partial_fit_routes_metadata_with_routing_enabled():
+    X, y, weights = weighted_stream_data()
+    scaler, clf = manual_stream(X, y, weights, BATCHES)
+    with config_context(enable_metadata_routing=True):
+        pipe = make_streaming_pipeline(
+            StandardScaler().set_partial_fit_request(sample_weight=True),
+            counting_classifier().set_partial_fit_request(sample_weight=True),
+        )
+        for batch in BATCHES:
+            pipe.partial_fit(X[batch], y[batch], classes=[0, 1, 2], sample_weight=weights[batch])
+    np.testing.assert_array_equal(pipe[0].mean_, scaler.mean_)
+    np.testing.assert_array_equal(pipe[-1].class_counts_, clf.class_counts_)
+    np.testing.assert_array_equal(pipe.predict_proba(X), clf.predict_proba(scaler.transform(X)))
+
+
+def test_partial_fit_takes_step_parameters_without_routing():
+    X, y, weights = weighted_stream_data()
+    scaler, clf = manual_stream(X, y, weights, BATCHES)
+    pipe = make_streaming_pipeline(StandardScaler(), counting_classifier())
+    for batch in BATCHES:
+        pipe.partial_fit(
+            X[batch], y[batch],
+            standardscaler__sample_weight=weights[batch],
+            keyvaluebottleneckclassifier__sample_weight=weights[batch],
+        )
+    np.testing.assert_array_equal(pipe[0].mean_, scaler.mean_)
+    np.testing.assert_array_equal(pipe[-1].class_counts_, clf.class_counts_)
+    # A plain name goes to the final partial_fit, as it always did.
+    plain = make_streaming_pipeline(StandardScaler(), counting_classifier())
+    plain.partial_fit(X, y, sample_weight=weights)
+    named = make_streaming_pipeline(StandardScaler(), counting_classifier())
+    named.partial_fit(X, y, keyvaluebottleneckclassifier__sample_weight=weights)
+    np.testing.assert_array_equal(plain[-1].class_counts_, named[-1].class_counts_)
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"nostep__sample_weight": 1}, ValueError, "got the parameter 'nostep__sample_weight'"),
+        ({"standardscaler__": 1}, ValueError, "got the parameter 'standardscaler__'"),
+        ({"frozen__sample_weight": 1}, ValueError, r"\['sample_weight'\] for step 'frozen'"),
+        ({"keyvaluebottleneckclassifier__nope": 1}, TypeError, "nope"),
+    ],
+)
+def test_bad_step_parameters_raise_and_change_nothing(params, error, message):
+    X, y, weights = weighted_stream_data()
+    pipe = StreamingPipeline(
+        [
+            ("standardscaler", StandardScaler()),
+            ("frozen", FrozenEstimator(StandardScaler().fit(X))),
+            ("keyvaluebottleneckclassifier", counting_classifier()),
+        ]
+    ).partial_fit(X[:30], y[:30])
+    before = fingerprint(pipe)
+    with pytest.raises(error, match=message):
+        pipe.partial_fit(X[30:], y[30:], **params)
+    assert fingerprint(pipe) == before
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"foo": 1}, TypeError, r"got unexpected argument\(s\) \{'foo'\}"),
+        # sample_weight, requested by no step: scikit-learn's UnsetMetadataPassedError
+        ({"sample_weight": np.ones(30)}, ValueError, r"\[sample_weight\] are passed"),
+    ],
+)
+def test_routing_refuses_unknown_and_unrequested_metadata(params, error, message):
+    X, y, _ = weighted_stream_data()
+    with config_context(enable_metadata_routing=True):
+        pipe = make_streaming_pipeline(StandardScaler(), counting_classifier())
+        pipe.partial_fit(X[:30], y[:30])
+        before = fingerprint(pipe)
+        with pytest.raises(error, match=message):
+            pipe.partial_fit(X[30:], y[30:], **params)
+    assert fingerprint(pipe) == before
+

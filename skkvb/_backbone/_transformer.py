@@ -6,10 +6,14 @@ embeddings. Building the encoder, preparing its inputs and capturing the
 embedding are left to ``_models``, ``_inputs`` and ``_capture``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import os
+from collections.abc import Callable
 from enum import Enum
+from typing import Any, Literal
 
 import joblib
 import numpy as np
@@ -21,7 +25,9 @@ from torch import nn
 from .._compat import HasMethods, StrOptions, fit_context
 from .._dask import is_dask_array, transform_row_blocks
 from .._device import DeviceMixin, resolve_device
+from .._doc_link import DocLinkMixin
 from .._persistence import all_or_nothing
+from .._typing import Device
 from .._validation import Count
 from ._capture import layer_output, resolve_layer
 from ._inputs import inputs_key, on_device, prepare_batch, resolve_preprocess, validate_inputs
@@ -33,7 +39,7 @@ __all__ = ["FrozenBackboneTransformer"]
 
 
 class FrozenBackboneTransformer(
-    DeviceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    DocLinkMixin, DeviceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
     """Embeddings of a frozen pre-trained encoder, as a scikit-learn transformer.
 
@@ -301,20 +307,20 @@ class FrozenBackboneTransformer(
 
     def __init__(
         self,
-        backbone="resnet50",
-        weights="DEFAULT",
-        layer=None,
-        output=None,
-        pooling="avg",
-        preprocess="auto",
-        dtype="auto",
-        batch_size=64,
-        num_workers=0,
-        pin_memory=False,
-        device="auto",
-        memory=None,
-        verbose=0,
-    ):
+        backbone: str | nn.Module | Callable[..., Any] = "resnet50",
+        weights: str | os.PathLike[str] | Enum | None = "DEFAULT",
+        layer: str | None = None,
+        output: str | int | None = None,
+        pooling: str | Callable[..., Any] = "avg",
+        preprocess: str | Callable[..., Any] | None = "auto",
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        device: Device = "auto",
+        memory: str | os.PathLike[str] | joblib.Memory | None = None,
+        verbose: int = 0,
+    ) -> None:
         self.backbone = backbone
         self.weights = weights
         self.layer = layer
@@ -331,7 +337,7 @@ class FrozenBackboneTransformer(
 
     @fit_context(prefer_skip_nested_validation=True)
     @all_or_nothing
-    def fit(self, X, y=None):
+    def fit(self, X: Any, y: None = None) -> FrozenBackboneTransformer:
         """Build the frozen encoder and measure its embedding size on ``X[:1]``.
 
         Parameters
@@ -367,7 +373,7 @@ class FrozenBackboneTransformer(
         self._fingerprint = None if self.memory is None else self._encoder_fingerprint()
         return self
 
-    def transform(self, X):
+    def transform(self, X: Any) -> np.ndarray:
         """Embed ``X`` with the frozen encoder.
 
         A ``dask.array.Array`` chunked along its first axis is embedded

@@ -191,8 +191,8 @@ def build_parser():
         "--threads",
         type=_non_negative,
         default=1,
-        help="CPU threads of torch and BLAS during the run; 0 keeps the libraries' "
-        "defaults (default: 1 -- the benchmark's many small steps run fastest on "
+        help="CPU threads of torch and BLAS during the run, and DKVB's n_jobs; 0 keeps "
+        "the libraries' defaults (default: 1 -- the benchmark's many small steps run fastest on "
         "one thread, and several threads waiting on each other slow down badly on "
         "a busy shared machine)",
     )
@@ -261,7 +261,9 @@ def _scaling(kind, Z_train):
 
 
 def _select_methods(args, n_features):
-    methods = make_methods(n_features, dkvb_shape=args.dkvb_shape, device=args.device)
+    methods = make_methods(
+        n_features, dkvb_shape=args.dkvb_shape, device=args.device, n_jobs=args.threads or None
+    )
     if args.methods is None:
         return methods
     names = [name.strip() for name in args.methods.split(",") if name.strip()]

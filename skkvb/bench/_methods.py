@@ -41,8 +41,9 @@ class Method:
 def dkvb_shape_for(n_features):
     """Default (codebooks, keys, key_dim) for inputs of ``n_features``.
 
-    :class:`~skkvb.KeyCodebook`'s defaults, 64 x 4096 keys of dimension 32,
-    whatever the input: with counting values the most accurate shape measured
+    :class:`~skkvb.KeyCodebook`'s defaults, 64 x ``"auto"`` keys (one per
+    key-fitting sample, at most 4096) of dimension 32, whatever the input:
+    with 4096 keys, with counting values the most accurate shape measured
     on Fashion-MNIST and MNIST embeddings within the speed bars, and close to
     the best on digits (the "Accuracy" page of the documentation prints the
     figures). ``--dkvb-shape 256x4096x14`` gives the paper's.
@@ -51,12 +52,15 @@ def dkvb_shape_for(n_features):
     return defaults["n_codebooks"], defaults["n_keys"], defaults["key_dim"]
 
 
-def _dkvb(name, description, codebook_params, device, value_update="count"):
+def _dkvb(name, description, codebook_params, device, n_jobs, value_update="count"):
     def build(seed, X_key):
-        codebook = KeyCodebook(**codebook_params, device=device, random_state=seed).fit(X_key)
+        codebook = KeyCodebook(
+            **codebook_params, device=device, random_state=seed, n_jobs=n_jobs
+        ).fit(X_key)
         frozen = FrozenEstimator(codebook)
         return lambda: KeyValueBottleneckClassifier(
-            codebook=frozen, device=device, random_state=seed, value_update=value_update
+            codebook=frozen, device=device, random_state=seed, value_update=value_update,
+            n_jobs=n_jobs,
         )
 
     # Counting values are exact statistics: one partial_fit per phase.
@@ -70,7 +74,7 @@ def _peer(name, description, make, single_pass=False):
     return Method(name, description, build, single_pass)
 
 
-def make_methods(n_features, *, dkvb_shape=None, device="auto"):
+def make_methods(n_features, *, dkvb_shape=None, device="auto", n_jobs=None):
     """Every method for inputs of ``n_features``, by name, in display order.
 
     Parameters
@@ -86,6 +90,8 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto"):
         paper's SGD-trained values (``value_update="sgd"``).
     device : str
         Device of DKVB.
+    n_jobs : int or None
+        CPU threads of DKVB's estimators (their ``n_jobs``).
 
     Returns
     -------
@@ -99,15 +105,19 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto"):
                 "DKVB, 1 codebook x 400 keys on the raw 2-D input",
                 {"n_codebooks": 1, "n_keys": 400, "projection": "none"},
                 device,
+                n_jobs,
             )
         )
         dkvb_shape = (20, 20, 2)
     n_codebooks, n_keys, key_dim = dkvb_shape or dkvb_shape_for(n_features)
     shape = {"n_codebooks": n_codebooks, "n_keys": n_keys, "key_dim": key_dim}
     described = f"{n_codebooks} codebooks x {n_keys} keys of dim {key_dim}"
-    methods.append(_dkvb("dkvb", f"DKVB, {described}, counting values", shape, device))
+    methods.append(_dkvb("dkvb", f"DKVB, {described}, counting values", shape, device, n_jobs))
     methods.append(
-        _dkvb("dkvb-sgd", f"DKVB, {described}, SGD values", shape, device, value_update="sgd")
+        _dkvb(
+            "dkvb-sgd", f"DKVB, {described}, SGD values", shape, device, n_jobs,
+            value_update="sgd",
+        )
     )
     methods += [
         _peer("slda", "streaming LDA, shrinkage 1e-4", lambda seed: StreamingLDA(), True),

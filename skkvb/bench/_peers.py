@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._doc_link import DocLinkMixin
 from .._labels import extend_label_set, start_label_set
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 _CHUNK = 4096  # rows per block when a (n_samples, n_components) array would be large
 
 
-class _StreamingClassifier(ClassifierMixin, BaseEstimator):
+class _StreamingClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Validation and label bookkeeping shared by every peer.
 
     Subclasses implement ``_allocate(n_features, n_classes)``, ``_grow(source)``

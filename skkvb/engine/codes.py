@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 
 from .heads import project
-from .threads import split_over_threads
+from .threads import single_threaded, split_over_threads
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -119,7 +119,8 @@ def _nearest_keys_float64(heads, prepared, rows_per_block=64):
 
 
 def nearest_keys(
-    heads, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None, batched=None
+    heads, keys, key_mask=None, chunk_bytes=DEFAULT_CHUNK_BYTES, prepared=None, batched=None,
+    n_threads=None,
 ):
     """Index of the nearest key (L2) of each head, shape (N, C) int64.
 
@@ -134,6 +135,8 @@ def nearest_keys(
     float64, row by row, so no row's codes depend on the others.
     ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller has it;
     ``batched`` picks the block strategy (default: batched on GPUs only).
+    On the CPU the codebooks are split over ``n_threads`` single-threaded
+    workers (default: torch's setting in the calling thread).
     """
     n_samples, n_codebooks, _ = heads.shape
     if prepared is None:
@@ -159,7 +162,7 @@ def nearest_keys(
     if batched:
         search(range(n_codebooks))
     else:
-        split_over_threads(search, n_codebooks)
+        split_over_threads(search, n_codebooks, n_threads)
     far = heads.abs().amax(dim=(1, 2)) > SAFE_MAGNITUDE_HIGH
     if far.any():
         codes[:, far] = _nearest_keys_float64(heads[far], prepared).T
@@ -191,23 +194,28 @@ def encode(
     near-ties between keys would otherwise flip. Rows are converted to float32
     block by block, so a large float64 input is never copied whole.
     ``prepared`` is ``prepare_keys(keys, key_mask)`` when the caller encodes
-    several chunks with the same keys.
+    several chunks with the same keys. The search of each block is split over
+    torch's threads; everything else runs on one (see :mod:`.threads`).
     """
     n_codebooks = keys.shape[0]
     device = keys.device
     n_samples = inputs.shape[0]
-    codes = torch.empty(n_samples, n_codebooks, dtype=torch.int64, device=device)
-    if prepared is None:
-        prepared = prepare_keys(keys, key_mask)
-    for start in range(0, n_samples, ENCODE_BLOCK_ROWS):
-        block = torch.as_tensor(inputs[start : start + ENCODE_BLOCK_ROWS])
-        block = block.to(device, torch.float32)
-        n_rows = block.shape[0]
-        if n_rows < ENCODE_BLOCK_ROWS:
-            block = torch.cat([block, block[-1:].expand(ENCODE_BLOCK_ROWS - n_rows, -1)])
-        heads = project(block, projection, n_codebooks)
-        block_codes = nearest_keys(heads, keys, chunk_bytes=chunk_bytes, prepared=prepared)
-        codes[start : start + n_rows] = block_codes[:n_rows]
+    n_threads = torch.get_num_threads()
+    with single_threaded():
+        codes = torch.empty(n_samples, n_codebooks, dtype=torch.int64, device=device)
+        if prepared is None:
+            prepared = prepare_keys(keys, key_mask)
+        for start in range(0, n_samples, ENCODE_BLOCK_ROWS):
+            block = torch.as_tensor(inputs[start : start + ENCODE_BLOCK_ROWS])
+            block = block.to(device, torch.float32)
+            n_rows = block.shape[0]
+            if n_rows < ENCODE_BLOCK_ROWS:
+                block = torch.cat([block, block[-1:].expand(ENCODE_BLOCK_ROWS - n_rows, -1)])
+            heads = project(block, projection, n_codebooks)
+            block_codes = nearest_keys(
+                heads, keys, chunk_bytes=chunk_bytes, prepared=prepared, n_threads=n_threads
+            )
+            codes[start : start + n_rows] = block_codes[:n_rows]
     return codes
 
 

@@ -9,8 +9,17 @@ from dataclasses import dataclass
 import torch
 
 from .codes import DEFAULT_CHUNK_BYTES, flat_codes, nearest_keys
+from .threads import single_threaded
 
-__all__ = ["EMAState", "LAPLACE_EPS", "ema_update", "init_ema_state", "reseed_unused_keys"]
+__all__ = [
+    "EMAState",
+    "LAPLACE_EPS",
+    "ema_update",
+    "init_ema_state",
+    "reseed_unused_keys",
+    "resume_ema_state",
+    "smoothed_counts",
+]
 
 # Laplace smoothing of the EMA counts, as in VQ-VAE.
 LAPLACE_EPS = 1e-5
@@ -43,6 +52,26 @@ def init_ema_state(heads, n_keys, generator):
     return EMAState(keys=keys, counts=counts, sums=keys.clone())
 
 
+def smoothed_counts(counts):
+    """Laplace-smoothed EMA counts (C, K): what a key's EMA sum is divided by."""
+    n_keys = counts.shape[-1]
+    total = counts.sum(-1, keepdim=True)
+    return (counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
+
+
+def resume_ema_state(keys, counts):
+    """The EMA state to go on fitting ``keys`` (C, K, d_k) with EMA ``counts`` (C, K).
+
+    Each key is its EMA sum divided by its smoothed count, as of the last step
+    that moved it; since then sum and count have decayed together. So the sums
+    are ``keys * smoothed_counts(counts)`` -- up to float32 rounding and a drift
+    of the smoothing below ``LAPLACE_EPS / count`` (relative) -- and need not be
+    kept between fitting calls. Returns new tensors; the arguments are left as they are.
+    """
+    sums = keys * smoothed_counts(counts).unsqueeze(-1)
+    return EMAState(keys=keys.clone(), counts=counts.clone(), sums=sums)
+
+
 def _gather_heads(heads, rows):
     """heads[rows[c, k], c] for every (c, k): (C, K, d_k)."""
     codebook_index = torch.arange(heads.shape[1], device=heads.device).unsqueeze(1)
@@ -57,10 +86,20 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     EMA state is reset with them; otherwise the next step would pull them back.
     Random draws come from a CPU generator, so CPU and GPU runs that find the
     same dead keys revive them at the same heads. Updates ``state`` in place.
+    The search is split over torch's threads; the statistics, a sequence of
+    small operations, run on one (see :mod:`.threads`).
     """
+    n_threads = torch.get_num_threads()
+    with single_threaded():
+        codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes, n_threads=n_threads)
+        _update_statistics(state, heads, codes, decay, dead_key_threshold, generator)
+    return codes
+
+
+def _update_statistics(state, heads, codes, decay, dead_key_threshold, generator):
+    """The EMA step of :func:`ema_update` given the batch's codes."""
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = state.keys.shape[1]
-    codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes)
     flat = flat_codes(codes, n_keys).reshape(-1)
     batch_counts = torch.bincount(flat, minlength=n_codebooks * n_keys).to(heads.dtype)
     batch_sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
@@ -68,8 +107,7 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
 
     state.counts.mul_(decay).add_(batch_counts.view(n_codebooks, n_keys), alpha=1 - decay)
     state.sums.mul_(decay).add_(batch_sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
-    total = state.counts.sum(-1, keepdim=True)
-    smoothed = (state.counts + LAPLACE_EPS) / (total + n_keys * LAPLACE_EPS) * total
+    smoothed = smoothed_counts(state.counts)
     # Only keys this batch assigned heads to move. For the others the exact EMA
     # ratio sums / counts is unchanged; recomputing them through the smoothing
     # would drag every rarely used key towards the origin as its count decays.
@@ -90,7 +128,6 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
         state.keys[dead_codebook, dead_key] = revived
         state.sums[dead_codebook, dead_key] = revived
         state.counts[dead_codebook, dead_key] = 1.0
-    return codes
 
 
 def reseed_unused_keys(keys, unused, heads, generator, n_steps=5):
@@ -103,10 +140,12 @@ def reseed_unused_keys(keys, unused, heads, generator, n_steps=5):
     For a stream whose keys were fitted on its first batch: later classes get
     keys of their own instead of sharing the few near them.
 
-    Returns the new keys (C, K, d_k); ``keys`` is left as it is.
+    Returns the new keys (C, K, d_k); ``keys`` is left as it is. The searches
+    are split over torch's threads, the rest runs on one.
     """
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = keys.shape[1]
+    n_threads = torch.get_num_threads()
     keys = keys.clone()
     codebook_index, key_index = torch.nonzero(unused, as_tuple=True)
     if codebook_index.numel() == 0:
@@ -114,12 +153,14 @@ def reseed_unused_keys(keys, unused, heads, generator, n_steps=5):
     rows = torch.randint(n_samples, (codebook_index.numel(),), generator=generator)
     keys[codebook_index, key_index] = heads[rows.to(heads.device), codebook_index]
     movable = unused.reshape(-1)
-    for _ in range(n_steps):
-        flat = flat_codes(nearest_keys(heads, keys), n_keys).reshape(-1)
-        counts = torch.bincount(flat, minlength=n_codebooks * n_keys)
-        sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
-        sums.index_add_(0, flat, heads.reshape(-1, key_dim))
-        move = movable & (counts > 0)
-        flat_keys = keys.view(-1, key_dim)
-        flat_keys[move] = sums[move] / counts[move].unsqueeze(1).to(heads.dtype)
+    with single_threaded():
+        for _ in range(n_steps):
+            codes = nearest_keys(heads, keys, n_threads=n_threads)
+            flat = flat_codes(codes, n_keys).reshape(-1)
+            counts = torch.bincount(flat, minlength=n_codebooks * n_keys)
+            sums = heads.new_zeros(n_codebooks * n_keys, key_dim)
+            sums.index_add_(0, flat, heads.reshape(-1, key_dim))
+            move = movable & (counts > 0)
+            flat_keys = keys.view(-1, key_dim)
+            flat_keys[move] = sums[move] / counts[move].unsqueeze(1).to(heads.dtype)
     return keys

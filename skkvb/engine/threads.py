@@ -2,7 +2,13 @@
 
 torch's intra-op threads synchronise at every operation; for loops of many
 small operations on a machine where another process holds a core, those
-barriers stall. These helpers give the same parallelism with fewer barriers.
+barriers stall. So the engine spends its threads where one synchronisation
+covers a lot of work -- the nearest-key search, split over workers with
+:func:`split_over_threads` -- and runs sequences of small operations (EMA
+statistics, value steps, decoding) on one thread (:func:`single_threaded`).
+
+The number of threads is the caller's: torch's setting in the calling thread
+when the engine is called (:func:`torch_threads` sets it for a block).
 """
 
 import contextlib
@@ -10,18 +16,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["single_threaded", "split_over_threads"]
+__all__ = ["single_threaded", "split_over_threads", "torch_threads"]
 
 
-def split_over_threads(work, n_items):
+def split_over_threads(work, n_items, n_threads=None):
     """Run ``work(range)`` over contiguous ranges of ``range(n_items)``, one per
-    torch CPU thread, each range on its own single-threaded worker.
+    thread, each range on its own single-threaded worker.
 
-    For loops of many small tensor operations (cache-sized blocks of the key
-    search), one synchronisation per call replaces one per operation.
+    ``n_threads`` defaults to torch's setting in the calling thread. For loops
+    of many small tensor operations (cache-sized blocks of the key search),
+    one synchronisation per call replaces one per operation.
     ``torch.set_num_threads`` inside a worker applies to that worker only.
     """
-    n_threads = min(torch.get_num_threads(), n_items)
+    if n_threads is None:
+        n_threads = torch.get_num_threads()
+    n_threads = min(n_threads, n_items)
     if n_threads <= 1:
         work(range(n_items))
         return
@@ -40,6 +49,22 @@ def split_over_threads(work, n_items):
 
 
 @contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run the block with ``n_threads`` torch CPU threads in the calling thread,
+    and put the previous setting back afterwards, also when the block raises.
+
+    Other threads keep their own setting.
+    """
+    previous = torch.get_num_threads()
+    if n_threads != previous:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
 def single_threaded():
     """Run the block with one torch CPU thread in the calling thread only.
 
@@ -47,9 +72,4 @@ def single_threaded():
     batch; intra-op threads add a barrier to each and stall when a core is
     busy. Other threads keep their own setting.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)

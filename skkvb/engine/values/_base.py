@@ -5,6 +5,8 @@ from copy import copy as _shallow_copy
 
 import torch
 
+from .decoding import mean_over_codebooks, mean_over_kept_codebooks
+
 __all__ = ["ValueModel"]
 
 
@@ -38,6 +40,10 @@ class ValueModel:
     name = None
     #: Names of the estimator parameters this rule reads.
     hyperparameters = ()
+    #: Whether class weights apply when values are read (else in the loss, as learned).
+    reads_class_weights = False
+    #: The estimators' ``decoder`` name: how fetched values become logits.
+    decoder = "mean"
 
     def __init__(self, n_codebooks, n_keys, n_classes, growing, device):
         self.n_codebooks = n_codebooks
@@ -100,6 +106,35 @@ class ValueModel:
         """Per-key class counts, for the rules that keep them."""
         raise AttributeError(f"{type(self).__name__} keeps no class counts.")
 
+    def held_out_logits(self, rows, labels, weights, alone, drop_alone, **hyperparameters):
+        """Logits of training samples as a model without each of them gives them.
+
+        The calibration logits of ``temperature="auto"``. Each sample's own
+        contribution is taken out of the values it fetched as far as the rule
+        can (:meth:`_values_without`). A key that no other training sample
+        fetched (``alone``) is never trained without it: with ``drop_alone``
+        (a prediction that snaps to fetched keys only) its codebook is left out
+        of the mean; else it gives the rule's never-trained value.
+
+        Parameters
+        ----------
+        rows : int64 Tensor (N, C)
+            Rows the samples fetched when they were learned.
+        labels : int64 Tensor (N,)
+            Their class columns.
+        weights : float32 Tensor (N,)
+            The weight each sample added, in total.
+        alone : bool Tensor (N, C)
+            Whether no other training sample fetched the row.
+        drop_alone : bool
+        **hyperparameters
+            As for :meth:`logits`.
+        """
+        fetched = self._values_without(rows, labels, weights, alone, **hyperparameters)
+        if drop_alone:
+            return mean_over_kept_codebooks(fetched, ~alone)
+        return mean_over_codebooks(fetched)
+
     # -- what each rule implements -------------------------------------------
 
     def _columns(self, n_classes):
@@ -126,6 +161,10 @@ class ValueModel:
             Class column of each sample.
         weights : float32 Tensor (N,) or None
             Sample weights; ``None`` is weight one.
+        class_weights : float32 Tensor (n_classes,) or None, keyword
+            A weight per class column (``None``: none). It is passed to
+            :meth:`update`, :meth:`logits` and :meth:`values` alike, and each
+            rule applies it where it belongs: in the loss, or when reading values.
         max_iter : int
             Passes over the batch, for rules that iterate.
         random_state : numpy.random.RandomState
@@ -143,4 +182,9 @@ class ValueModel:
 
     def values(self, **hyperparameters):
         """The value of every key for every class: (C * K, n_classes)."""
+        raise NotImplementedError
+
+    def _values_without(self, rows, labels, weights, alone, **hyperparameters):
+        """The values each sample fetched, (N, C, n_classes), in the model without
+        it as far as the rule allows; never-trained values where ``alone``."""
         raise NotImplementedError

@@ -2,17 +2,29 @@
 
 Values are the log-smoothed class frequencies of each key
 (:func:`count_values`). Learning is one scatter-add per batch, so it takes one
-pass and does not depend on the order or the grouping of the samples.
+pass and does not depend on the order or the grouping of the samples; and the
+table is a sum of per-sample contributions, so samples can be taken out again
+(:func:`remove_counts`, :meth:`CountValues.without`).
 """
 
 import time
+from contextlib import contextmanager
+from copy import copy as _shallow_copy
 
+import numpy as np
 import torch
 
 from ._base import ValueModel
 from .decoding import mean_over_codebooks
 
-__all__ = ["CountValues", "add_counts", "count_values", "decode_counts"]
+__all__ = [
+    "CountValues",
+    "add_counts",
+    "count_values",
+    "decode_counts",
+    "leave_one_out_counts",
+    "remove_counts",
+]
 
 
 def add_counts(counts, rows, labels, weights=None):
@@ -41,23 +53,70 @@ def add_counts(counts, rows, labels, weights=None):
     )
 
 
-def count_values(counts, smoothing):
+def remove_counts(counts, rows, labels, weights=None, rtol=0.0, empty_rows=None):
+    """``counts`` less each sample's weight in the C rows it fetched: a new table.
+
+    The inverse of :func:`add_counts`; ``counts`` is left as it was. With
+    integer weights every entry stays an integer, so taking out samples that
+    were added gives exactly the table that never had them. Non-integer
+    weights were summed with float32 rounding, so an entry that should return
+    to zero may end a little below it: entries no further below zero than
+    ``rtol`` times the weight taken from them become zero. ``empty_rows``
+    (bool, C * K), where given, names rows that no remaining sample fetches:
+    they become exactly zero, whatever rounding left.
+
+    Returns ``(table, overdrawn)``: ``overdrawn`` is the number of entries that
+    fall further below zero -- more weight taken out than was ever put in.
+    """
+    removed = torch.zeros_like(counts)
+    add_counts(removed, rows, labels, weights)
+    table = counts - removed
+    overdrawn = int((table < -rtol * removed).sum())
+    table.clamp_(min=0.0)
+    if empty_rows is not None:
+        table[empty_rows] = 0.0
+    return table, overdrawn
+
+
+def count_values(counts, smoothing, class_weights=None):
     """Values of a count table: ``log((n_y + a) / (n + a * n_classes))`` per row.
 
     ``n_y`` is a row's count of class y and ``n`` its total; ``a`` is the
     additive (Laplace) smoothing. Works on any (..., n_classes) slice of counts.
+    With ``class_weights`` (n_classes,), each class's counts are first
+    multiplied by its weight: the counts weighted samples of that class would give.
     """
+    if class_weights is not None:
+        counts = counts * class_weights
     n_classes = counts.shape[-1]
     totals = counts.sum(-1, keepdim=True)
     return torch.log(counts + smoothing) - torch.log(totals + smoothing * n_classes)
 
 
-def decode_counts(counts, rows, smoothing):
+def decode_counts(counts, rows, smoothing, class_weights=None):
     """Logits of counting values: the mean over codebooks of the fetched
     ``count_values``, (N, n_classes); only the fetched rows are transformed."""
     n_samples, n_codebooks = rows.shape
     fetched = counts.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
-    return mean_over_codebooks(count_values(fetched, smoothing))
+    return mean_over_codebooks(count_values(fetched, smoothing, class_weights))
+
+
+def leave_one_out_counts(counts, rows, labels, weights, alone):
+    """The class counts each sample fetched, less its own: (N, C, n_classes).
+
+    Sample i's rows hold the counts of the table without it: its weight
+    ``weights[i]`` is taken from its class ``labels[i]`` in each of its rows
+    ``rows[i]``. Counts rounded below zero (non-integer weights) become zero,
+    and so do the rows where ``alone`` (N, C) says no other sample fetched
+    them. With integer weights the result is exactly the counts of a table
+    that never had the sample.
+    """
+    n_samples, n_codebooks = rows.shape
+    fetched = counts.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
+    own = weights.to(fetched.dtype).view(-1, 1, 1).expand(n_samples, n_codebooks, 1)
+    column = labels.view(-1, 1, 1).expand(n_samples, n_codebooks, 1)
+    fetched.scatter_add_(2, column, -own)
+    return fetched.clamp_(min=0.0).masked_fill_(alone.unsqueeze(-1), 0.0)
 
 
 class CountValues(ValueModel):
@@ -65,14 +124,38 @@ class CountValues(ValueModel):
 
     A class not yet seen has count zero everywhere, so a new class enters as a
     zero column -- exactly the column it would have had from the start -- and
-    growing label sets need no extra column.
+    growing label sets need no extra column. Class weights are applied when the
+    counts are read, so the counts themselves stay independent of them.
     """
 
     name = "count"
     hyperparameters = ("count_smoothing",)
+    reads_class_weights = True
+
+    def __init__(self, n_codebooks, n_keys, n_classes, growing, device):
+        super().__init__(n_codebooks, n_keys, n_classes, growing, device)
+        # Samples learned per class, zero weights included: the exact record of
+        # which classes a model has seen, which the float counts cannot give.
+        self.samples = np.zeros(n_classes, dtype=np.int64)
 
     def _columns(self, n_classes):
         return n_classes
+
+    def add_classes(self, source):
+        grown = super().add_classes(source)
+        source = np.asarray(source)
+        grown.samples = np.where(source >= 0, self.samples[np.maximum(source, 0)], 0)
+        return grown
+
+    @contextmanager
+    def restored_on_error(self, rows):
+        samples = self.samples  # replaced, never changed in place
+        try:
+            with super().restored_on_error(rows):
+                yield
+        except BaseException:
+            self.samples = samples
+            raise
 
     def _grown_table(self, source):
         zero_column = self.table.new_zeros(self.table.shape[0], 1)
@@ -87,15 +170,41 @@ class CountValues(ValueModel):
                **hyperparameters):
         tic = time.perf_counter()
         add_counts(self.table, rows, labels, weights)
+        self.samples = self.samples + self._per_class(labels)
         if on_pass is not None:
             on_pass(time.perf_counter() - tic, None)
         return 1
 
-    def logits(self, rows, *, count_smoothing):
-        return decode_counts(self.table, rows, float(count_smoothing))
+    def logits(self, rows, *, count_smoothing, class_weights=None):
+        return decode_counts(self.table, rows, float(count_smoothing), class_weights)
 
-    def values(self, *, count_smoothing):
-        return count_values(self.table, float(count_smoothing))
+    def values(self, *, count_smoothing, class_weights=None):
+        return count_values(self.table, float(count_smoothing), class_weights)
 
     def class_counts(self):
         return self.table
+
+    def _values_without(self, rows, labels, weights, alone, *, count_smoothing,
+                        class_weights=None):
+        # Exact: a count table is a sum over samples (leave-one-out).
+        counts = leave_one_out_counts(self.table, rows, labels, weights, alone)
+        return count_values(counts, float(count_smoothing), class_weights)
+
+    def without(self, rows, labels, weights=None, rtol=0.0, empty_rows=None):
+        """A new model with these samples' counts taken out; this one is left as it was.
+
+        Arguments as :meth:`update`, plus ``rtol`` and ``empty_rows`` of
+        :func:`remove_counts`. Returns ``(model, overdrawn)``: ``overdrawn``
+        counts the table entries and per-class sample numbers that would fall
+        below zero -- samples taken out that were never learned. When it is not
+        zero, the model returned is meaningless.
+        """
+        model = _shallow_copy(self)
+        model.table, overdrawn = remove_counts(
+            self.table, rows, labels, weights, rtol, empty_rows
+        )
+        model.samples = self.samples - self._per_class(labels)
+        return model, overdrawn + int((model.samples < 0).sum())
+
+    def _per_class(self, labels):
+        return np.bincount(labels.cpu().numpy(), minlength=self.n_classes).astype(np.int64)

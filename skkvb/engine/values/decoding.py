@@ -5,7 +5,7 @@ A value table is a (C * K, d_v) tensor; a sample's codes become rows of it
 through :func:`~skkvb.engine.codes.flat_codes`.
 """
 
-__all__ = ["decode", "decode_stable", "mean_over_codebooks"]
+__all__ = ["decode", "decode_stable", "mean_over_codebooks", "mean_over_kept_codebooks"]
 
 
 def decode(values, rows):
@@ -32,3 +32,11 @@ def decode_stable(values, rows):
 def mean_over_codebooks(fetched):
     """(N, C, d_v) -> (N, d_v), each logit summed along a contiguous row of C."""
     return fetched.transpose(1, 2).contiguous().sum(-1) / fetched.shape[1]
+
+
+def mean_over_kept_codebooks(fetched, keep):
+    """(N, C, d_v) -> (N, d_v): the mean over the codebooks where ``keep`` (N, C)
+    is True, summed as :func:`mean_over_codebooks` does; zeros where none is kept."""
+    kept = fetched.masked_fill(~keep.unsqueeze(-1), 0.0)
+    n_kept = keep.sum(1, keepdim=True).clamp(min=1).to(fetched.dtype)
+    return kept.transpose(1, 2).contiguous().sum(-1) / n_kept

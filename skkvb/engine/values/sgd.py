@@ -85,6 +85,8 @@ class SGDValues(ValueModel):
     in the softmax: under a fixed softmax every unseen class receives the same
     negative updates, so that column is exactly what an unseen class's values
     would be. A new class starts as a copy of it; it is never predicted.
+    Class weights multiply the sample weights in training; values are read as
+    they are.
     """
 
     name = "sgd"
@@ -102,11 +104,14 @@ class SGDValues(ValueModel):
 
     def update(
         self, rows, labels, weights, *, max_iter, random_state, on_pass=None,
-        learning_rate, batch_size, label_smoothing,
+        learning_rate, batch_size, label_smoothing, class_weights=None,
     ):
         if isinstance(learning_rate, str):  # "auto"
             learning_rate = auto_learning_rate(self.n_codebooks)
         learning_rate = float(learning_rate)
+        if class_weights is not None:  # the loss weighs each sample by its class too
+            by_class = class_weights[labels]
+            weights = by_class if weights is None else weights * by_class
         n_samples = rows.shape[0]
         for _ in range(max_iter):
             tic = time.perf_counter()
@@ -134,3 +139,10 @@ class SGDValues(ValueModel):
 
     def values(self, **hyperparameters):
         return self.table[:, : self.n_classes]
+
+    def _values_without(self, rows, labels, weights, alone, **hyperparameters):
+        # A sample's steps cannot be taken out of values that later steps built
+        # on; only a key no other sample trained is known: it would be zero.
+        n_samples, n_codebooks = rows.shape
+        fetched = self.table.index_select(0, rows.reshape(-1)).view(n_samples, n_codebooks, -1)
+        return fetched[..., : self.n_classes].masked_fill(alone.unsqueeze(-1), 0.0)
