@@ -9,7 +9,9 @@ EXAMPLE_ORDER = [
     "plot_class_incremental_digits.py",
     "plot_frozen_encoder_stream.py",
     "plot_key_usage.py",
+    "plot_calibration.py",
     "plot_ablation.py",
+    "plot_decoder_ablation.py",
 ]
 
 
