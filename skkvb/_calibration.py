@@ -232,6 +232,27 @@ class CalibrationSample:
         kept = multiplicity > 0
         return self._merged(*(column[kept] for column in columns))
 
+    def merged_with(self, other):
+        """The sample of the points of both samples: a new CalibrationSample.
+
+        Each sample holds every point of its batches below its level's
+        threshold, so at the higher of the two levels both hold all their
+        points below it; raising it while more than ``cap`` points are kept
+        then gives the sample one :meth:`add` of both batches would.
+        """
+        level = max(self.level, other.level)
+        parts = []
+        for sample in (self, other):
+            part = sample._subset(_threshold_mask(sample.draws, level))
+            parts.append(part._columns())
+        merged = self._subset(slice(0, 0))
+        merged.level = level
+        merged = merged._merged(*(np.concatenate(columns) for columns in zip(*parts)))
+        while len(merged) > merged.cap:
+            merged.level += 1
+            merged = merged._subset(_threshold_mask(merged.draws, merged.level))
+        return merged
+
     def _raised(self, draws):
         """This sample at the level that adding points of these draws reaches at least.
 

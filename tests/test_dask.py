@@ -249,3 +249,128 @@ def test_importing_and_fitting_on_cpu_leaves_cuda_uninitialised():
         "assert not torch.cuda.is_initialized()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------- skkvb.dask.fit: counting values, block by block
+
+
+def counting_classifier(X, **params):
+    keys = KeyCodebook(n_codebooks=8, n_keys=16, key_dim=4, random_state=0).fit(X[:200])
+    return KeyValueBottleneckClassifier(codebook=FrozenEstimator(keys), **params)
+
+
+def assert_same_fit(fitted, reference, X):
+    for name in ("classes_", "class_counts_", "key_usage_", "class_count_", "n_features_in_"):
+        np.testing.assert_array_equal(getattr(fitted, name), getattr(reference, name))
+    np.testing.assert_array_equal(fitted._calibration.ids, reference._calibration.ids)
+    np.testing.assert_array_equal(fitted.predict_proba(X), reference.predict_proba(X))
+    # Float64 sums of distances, added block by block: equal up to rounding.
+    np.testing.assert_allclose(fitted.score_samples(X), reference.score_samples(X), rtol=1e-12)
+
+
+def test_dask_fit_equals_the_in_memory_fit_bit_for_bit(client, digits_split):
+    import skkvb.dask
+
+    X, _, y, _ = digits_split
+    weights = np.random.RandomState(0).randint(0, 4, size=len(y)).astype(float)
+    reference = counting_classifier(X).fit(X, y, sample_weight=weights)
+    X_dask = da.from_array(X, chunks=(150, 32))
+    fitted = skkvb.dask.fit(
+        counting_classifier(X), X_dask, da.from_array(y, chunks=400), weights
+    )
+    assert_same_fit(fitted, reference, X)
+    np.testing.assert_array_equal(
+        skkvb.dask.predict(fitted, X_dask).compute(), reference.predict(X)
+    )
+    np.testing.assert_array_equal(
+        skkvb.dask.predict_proba(fitted, X_dask).compute(), reference.predict_proba(X)
+    )
+
+
+def test_dask_fit_grows_the_label_set_from_blocks_with_their_own_labels(digits_split):
+    import skkvb.dask
+
+    X, _, y, _ = digits_split
+    order = np.argsort(y, kind="stable")  # each block holds one or two classes
+    X, y = X[order], y[order].astype(str)
+    reference = counting_classifier(X).fit(X, y)
+    with dask.config.set(scheduler="threads"):
+        fitted = skkvb.dask.fit(
+            counting_classifier(X), da.from_array(X, chunks=97), da.from_array(y, chunks=97)
+        )
+    assert_same_fit(fitted, reference, X)
+
+
+def test_merged_calibration_samples_equal_one_sample_of_both_batches(digits_codebook, digits_split):
+    from skkvb._calibration import CalibrationSample
+
+    X, _, y, _ = digits_split
+    codes = digits_codebook.transform(X)
+    n_codebooks, n_keys = digits_codebook.estimator.keys_.shape[:2]
+    whole = CalibrationSample(n_codebooks, n_keys, cap=40).add(X, y, codes)
+    parts = [
+        CalibrationSample(n_codebooks, n_keys, cap=40).add(X[rows], y[rows], codes[rows])
+        for rows in (slice(0, 100), slice(100, None))
+    ]
+    merged = parts[0].merged_with(parts[1])
+    assert merged.level == whole.level > parts[0].level
+    for a, b in zip(merged._columns(), whole._columns()):
+        np.testing.assert_array_equal(a, b)
+
+
+def fitted_state(clf):
+    return {name: np.copy(getattr(clf, name)) for name in ("classes_", "class_counts_")}
+
+
+def test_dask_fit_rejects_blocks_of_other_feature_counts_and_leaves_the_model(digits_split):
+    import skkvb.dask
+
+    X, _, y, _ = digits_split
+    clf = counting_classifier(X).fit(X[:300], y[:300])
+    before = fitted_state(clf)
+    blocks = [
+        da.from_delayed(dask.delayed(block), shape=(100, 64), dtype=X.dtype)
+        for block in (X[:100], X[100:200, :60], X[200:300])
+    ]
+    features = pytest.raises(ValueError, match="Block 1 of X has 60 features")
+    with dask.config.set(scheduler="threads"), features:
+        skkvb.dask.fit(clf, da.concatenate(blocks), da.from_array(y[:300], chunks=100))
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(clf, name), value)
+
+
+def test_a_block_failing_on_a_worker_leaves_the_model_as_it_was(client, digits_split):
+    import skkvb.dask
+
+    X, _, y, _ = digits_split
+    clf = counting_classifier(X).fit(X[:300], y[:300])
+    before, names = fitted_state(clf), set(vars(clf))
+
+    def fail_on_the_third_block(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 2:
+            raise RuntimeError("worker lost its block")
+        return block
+
+    X_failing = da.from_array(X, chunks=(100, 64)).map_blocks(
+        fail_on_the_third_block, dtype=X.dtype
+    )
+    with pytest.raises(RuntimeError, match="worker lost its block"):
+        skkvb.dask.fit(clf, X_failing, da.from_array(y, chunks=100))
+    assert set(vars(clf)) == names
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(clf, name), value)
+
+
+def test_dask_fit_refuses_sgd_values_and_unfitted_codebooks(digits_split):
+    import skkvb.dask
+
+    X, _, y, _ = digits_split
+    X_dask, y_dask = da.from_array(X, chunks=200), da.from_array(y, chunks=200)
+    with pytest.raises(ValueError, match="needs value_update='count'"):
+        skkvb.dask.fit(counting_classifier(X, value_update="sgd"), X_dask, y_dask)
+    unfitted = KeyCodebook(n_codebooks=8, n_keys=16, key_dim=4, random_state=0)
+    for codebook in (None, unfitted):
+        with pytest.raises(ValueError, match="fit the keys first, e.g. on a sample"):
+            skkvb.dask.fit(KeyValueBottleneckClassifier(codebook=codebook), X_dask, y_dask)
+    with pytest.raises(ValueError, match="2-d dask.array.Array"):
+        skkvb.dask.fit(counting_classifier(X), X, y)

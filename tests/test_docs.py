@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
-PUBLIC_MODULES = ["skkvb", "skkvb.streams", "skkvb.metrics", "skkvb.bench"]
+PUBLIC_MODULES = ["skkvb", "skkvb.streams", "skkvb.metrics", "skkvb.dask", "skkvb.bench"]
 
 
 def public_names():
