@@ -31,7 +31,9 @@ import numpy as np
 
 __all__ = [
     "Table",
+    "add_data_arguments",
     "comma_list",
+    "embedded_data",
     "embedding_cache",
     "load_average",
     "load_embeddings",
@@ -129,20 +131,40 @@ def embedding_cache():
     return joblib.Memory(_default_cache_dir(), verbose=0)
 
 
-def load_embeddings(name, encoder, memory=None):
+def load_embeddings(name, encoder, memory=None, max_train=None, max_test=None, device="auto"):
     """``(Z_train, y_train, Z_test, y_test)``: benchmark dataset ``name`` through
     ``encoder`` (``"raw"``: the inputs as they are), as ``skkvb-bench`` embeds
-    it. Embeddings missing from ``memory`` (default :func:`embedding_cache`)
-    are computed and cached there; with an image encoder that is slow on a CPU.
+    it, optionally subsampled (stratified) to ``max_train`` / ``max_test``.
+    Embeddings missing from ``memory`` (default :func:`embedding_cache`) are
+    computed and cached there; with an image encoder that is slow on a CPU.
     """
     from skkvb.bench._datasets import load_dataset
     from skkvb.bench._encoders import embed
 
     memory = embedding_cache() if memory is None else memory
-    data = load_dataset(name)
-    Z_train = embed(encoder, data.X_train, data.image_shape, memory=memory)
-    Z_test = embed(encoder, data.X_test, data.image_shape, memory=memory)
-    return Z_train, data.y_train, Z_test, data.y_test
+    data = load_dataset(name, max_train=max_train, max_test=max_test)
+    Z_train = embed(encoder, data.X_train, data.image_shape, memory=memory, device=device)
+    Z_test = embed(encoder, data.X_test, data.image_shape, memory=memory, device=device)
+    return np.asarray(Z_train), data.y_train, np.asarray(Z_test), data.y_test
+
+
+def add_data_arguments(parser):
+    """``--dataset``, ``--encoder``, ``--max-train`` and ``--max-test``, read
+    by :func:`embedded_data`."""
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--encoder", default="raw")
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-test", type=int, default=None)
+    return parser
+
+
+def embedded_data(args, name=None):
+    """:func:`load_embeddings` of the arguments of :func:`add_data_arguments`
+    (``name`` instead of ``args.dataset`` where given)."""
+    return load_embeddings(
+        args.dataset if name is None else name, args.encoder,
+        max_train=args.max_train, max_test=args.max_test,
+    )
 
 
 def normalise(kind, Z_key, Z_train, Z_test):

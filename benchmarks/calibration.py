@@ -42,7 +42,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Table, embedding_cache, load_average, make_parser, parse_shape
+from _common import (
+    Table,
+    add_data_arguments,
+    embedded_data,
+    load_average,
+    make_parser,
+    parse_shape,
+)
 from scipy.special import softmax
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -53,8 +60,6 @@ from sklearn.preprocessing import StandardScaler
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
 from skkvb._calibration import fit_temperature
 from skkvb.bench import RandomReLURidgeClassifier, StreamingLDA
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
 from skkvb.metrics import expected_calibration_error
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,24 +67,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def parse_args():
     parser = make_parser(__doc__)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--encoder", default="raw")
-    parser.add_argument("--max-train", type=int, default=None)
-    parser.add_argument("--max-test", type=int, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--shape", type=parse_shape, default=None,
         help="codebooks x keys x key dimension, e.g. 64x256x8 (default: KeyCodebook's)",
     )
     return parser.parse_args()
-
-
-def embedded(args):
-    data = load_dataset(args.dataset, max_train=args.max_train, max_test=args.max_test)
-    memory = embedding_cache()
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory, device="cpu")
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory, device="cpu")
-    return Z_train, data.y_train, Z_test, data.y_test
 
 
 def scores(y_test, proba, classes):
@@ -153,7 +147,7 @@ def peer_rows(args, Z_train, y_train, Z_test):
 
 def main():
     args = parse_args()
-    Z_train, y_train, Z_test, y_test = embedded(args)
+    Z_train, y_train, Z_test, y_test = embedded_data(args)
     lines = [
         f"{args.dataset} through {args.encoder}: {len(Z_train)} train, {len(Z_test)} test, "
         f"{Z_train.shape[1]} features; seed {args.seed}; load {load_average()}"

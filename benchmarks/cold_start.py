@@ -25,20 +25,22 @@ embeddings are cached in ``skkvb-bench``'s cache.
 import time
 
 import numpy as np
-from _common import Table, comma_list, embedding_cache, make_parser, parse_shape
+from _common import (
+    Table,
+    add_data_arguments,
+    comma_list,
+    embedded_data,
+    make_parser,
+    parse_shape,
+)
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
 from skkvb.streams import ClassIncrementalSplit, IIDSplit, make_phases
 
 
 def parse_args():
     parser = make_parser(__doc__)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--encoder", default="raw")
-    parser.add_argument("--max-train", type=int, default=None)
-    parser.add_argument("--max-test", type=int, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--phases", type=int, default=5)
     parser.add_argument("--seeds", type=comma_list(int), default=[0, 1, 2])
     parser.add_argument(
@@ -46,14 +48,6 @@ def parse_args():
         help="codebooks x keys x key dimension, e.g. 64x256x8 (default: KeyCodebook's)",
     )
     return parser.parse_args()
-
-
-def embedded(args):
-    data = load_dataset(args.dataset, max_train=args.max_train, max_test=args.max_test)
-    memory = embedding_cache()
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory, device="cpu")
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory, device="cpu")
-    return Z_train, data.y_train, Z_test, data.y_test
 
 
 def classifier(args, seed, reseed=True):
@@ -75,7 +69,7 @@ def streamed(model, phases):
 
 def main():
     args = parse_args()
-    Z_train, y_train, Z_test, y_test = embedded(args)
+    Z_train, y_train, Z_test, y_test = embedded_data(args)
     print(f"{args.dataset} through {args.encoder}: {len(Z_train)} train, {len(Z_test)} test; "
           f"codebook {args.shape or 'default'}; {args.phases} phases")
     table = Table([("seed", 6, ""), ("cold", 8, ".3f"), ("reseed", 8, ".3f"),

@@ -39,12 +39,18 @@ The table is printed and written to ``benchmarks/results/decoder_<dataset>.txt``
 from pathlib import Path
 
 import numpy as np
-from _common import Table, comma_list, embedding_cache, load_average, make_parser, parse_shape
+from _common import (
+    Table,
+    add_data_arguments,
+    comma_list,
+    embedded_data,
+    load_average,
+    make_parser,
+    parse_shape,
+)
 from sklearn.frozen import FrozenEstimator
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
 from skkvb.metrics import forgetting
 from skkvb.streams import ClassIncrementalSplit, IIDSplit, make_phases
 
@@ -58,10 +64,7 @@ def rate(text):
 
 def parse_args():
     parser = make_parser(__doc__)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--encoder", default="raw")
-    parser.add_argument("--max-train", type=int, default=None)
-    parser.add_argument("--max-test", type=int, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--phases", type=int, default=5)
     parser.add_argument("--seeds", type=comma_list(int), default=[0, 1, 2])
     parser.add_argument("--epochs", type=comma_list(int), default=[1, 10, 100],
@@ -71,14 +74,6 @@ def parse_args():
     parser.add_argument("--shape", type=parse_shape, default=(64, 256, 8),
                         help="codebooks x keys x key dimension (default 64x256x8)")
     return parser.parse_args()
-
-
-def embedded(args):
-    data = load_dataset(args.dataset, max_train=args.max_train, max_test=args.max_test)
-    memory = embedding_cache()
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory, device="cpu")
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory, device="cpu")
-    return Z_train, data.y_train, Z_test, data.y_test
 
 
 def models(args):
@@ -109,7 +104,7 @@ def streamed(codebook, parameters, seed, phases, X_test, test_groups):
 
 def main():
     args = parse_args()
-    Z_train, y_train, Z_test, y_test = embedded(args)
+    Z_train, y_train, Z_test, y_test = embedded_data(args)
     n_codebooks, n_keys, key_dim = args.shape
     header = (f"{args.dataset} through {args.encoder}: {len(Z_train)} train, {len(Z_test)} "
               f"test; codebook {n_codebooks} x {n_keys} x {key_dim} fitted on all training "

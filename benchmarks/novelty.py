@@ -45,15 +45,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import Table, embedding_cache, load_average, make_parser, parse_shape
+from _common import (
+    Table,
+    add_data_arguments,
+    embedded_data,
+    load_average,
+    make_parser,
+    parse_shape,
+)
 from sklearn.covariance import LedoitWolf
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb.bench._datasets import load_dataset
-from skkvb.bench._encoders import embed
 from skkvb.engine.heads import project
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,22 +68,11 @@ BETAS = (0.5, 2.0)
 
 def parse_args():
     parser = make_parser(__doc__)
-    parser.add_argument("--dataset", default="digits")
+    add_data_arguments(parser)
     parser.add_argument("--other-dataset", default="none", help="or 'none'")
-    parser.add_argument("--encoder", default="raw")
-    parser.add_argument("--max-train", type=int, default=None)
-    parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--shape", type=parse_shape, default=(64, 1024, 16))
     parser.add_argument("--seed", type=int, default=0, help="random_state of the keys")
     return parser.parse_args()
-
-
-def embedded(name, args):
-    data = load_dataset(name, max_train=args.max_train, max_test=args.max_test)
-    memory = embedding_cache()
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory, device="cpu")
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory, device="cpu")
-    return np.asarray(Z_train), data.y_train, np.asarray(Z_test), data.y_test
 
 
 def fitted_keys(X, args):
@@ -176,7 +170,7 @@ def dataset_shift(keys, Z_train, y_train, Z_test, Z_other):
 def main():
     args = parse_args()
     tic = time.perf_counter()
-    Z_train, y_train, Z_test, y_test = embedded(args.dataset, args)
+    Z_train, y_train, Z_test, y_test = embedded_data(args)
     trained = np.unique(y_train)[: len(np.unique(y_train)) // 2]
     columns = {}
     keys_all = fitted_keys(Z_train, args)
@@ -184,7 +178,7 @@ def main():
     keys_half = fitted_keys(Z_train[np.isin(y_train, trained)], args)
     columns["keys half"] = unseen_classes(keys_half, Z_train, y_train, Z_test, y_test)
     if args.other_dataset != "none":
-        Z_other_train, _, Z_other_test, _ = embedded(args.other_dataset, args)
+        Z_other_train, _, Z_other_test, _ = embedded_data(args, args.other_dataset)
         keys_other = fitted_keys(Z_other_train, args)
         columns["keys other"] = unseen_classes(keys_other, Z_train, y_train, Z_test, y_test)
         columns["shift"] = dataset_shift(keys_all, Z_train, y_train, Z_test, Z_other_test)

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Table, embedding_cache, load_average, make_parser, parse_shape
+from _common import Table, embedded_data, load_average, make_parser, parse_shape
 from sklearn.datasets import load_diabetes
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDRegressor
@@ -78,15 +78,9 @@ def load(args):
         X, y = load_diabetes(return_X_y=True)
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
         return X_train, y_train, X_test, y_test, "diabetes"
-    from skkvb.bench._datasets import load_dataset
-    from skkvb.bench._encoders import embed
-
-    data = load_dataset(args.dataset, max_train=args.max_train, max_test=args.max_test)
-    memory = embedding_cache()
-    Z_train = embed(args.encoder, data.X_train, data.image_shape, memory=memory, device="cpu")
-    Z_test = embed(args.encoder, data.X_test, data.image_shape, memory=memory, device="cpu")
+    Z_train, y_train, Z_test, y_test = embedded_data(args)
     description = f"{args.dataset} through {args.encoder}, the digit as a number"
-    return Z_train, data.y_train.astype(float), Z_test, data.y_test.astype(float), description
+    return Z_train, y_train.astype(float), Z_test, y_test.astype(float), description
 
 
 def scaled(args, X_train, X_test):
