@@ -5,7 +5,6 @@ The table is that of :class:`~skkvb.engine.values.SGDValues`; the logits are
 their mean, and each SGD step trains the values and the decoder together.
 """
 
-import time
 from contextlib import contextmanager
 
 import torch
@@ -81,26 +80,19 @@ class LinearDecoderValues(SGDValues):
         if isinstance(decoder_learning_rate, str):  # "auto"
             decoder_learning_rate = auto_decoder_learning_rate(learning_rate, self.n_codebooks)
         decoder_learning_rate = float(decoder_learning_rate)
-        if class_weights is not None:  # the loss weighs each sample by its class too
-            by_class = class_weights[labels]
-            weights = by_class if weights is None else weights * by_class
         targets = smoothed_targets(labels, self.table.shape[1], label_smoothing)
-        n_samples = rows.shape[0]
-        for _ in range(max_iter):
-            tic = time.perf_counter()
-            order = torch.as_tensor(random_state.permutation(n_samples), device=self.device)
-            for start in range(0, n_samples, batch_size):
-                batch = order[start : start + batch_size]
-                linear_decoder_step(
-                    self.table, self.weight, self.bias, rows[batch], targets[batch],
-                    learning_rate, decoder_learning_rate,
-                    None if weights is None else weights[batch],
-                )
-                self.n_steps += 1
-            if on_pass is not None:
-                seconds = time.perf_counter() - tic
-                on_pass(seconds, self._loss(rows, labels, label_smoothing))
-        return max_iter
+
+        def step(batch, batch_weights):
+            linear_decoder_step(
+                self.table, self.weight, self.bias, rows[batch], targets[batch],
+                learning_rate, decoder_learning_rate, batch_weights,
+            )
+
+        return self._epochs(
+            step, rows, labels, weights, class_weights, max_iter=max_iter,
+            random_state=random_state, batch_size=batch_size, on_pass=on_pass,
+            label_smoothing=label_smoothing,
+        )
 
     def _decoded(self, rows, keep=None):
         n_samples, n_codebooks = rows.shape

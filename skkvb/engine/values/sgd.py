@@ -109,6 +109,23 @@ class SGDValues(ValueModel):
         if isinstance(learning_rate, str):  # "auto"
             learning_rate = auto_learning_rate(self.n_codebooks)
         learning_rate = float(learning_rate)
+
+        def step(batch, batch_weights):
+            sgd_step(
+                self.table, rows[batch], labels[batch], learning_rate, label_smoothing,
+                batch_weights,
+            )
+
+        return self._epochs(
+            step, rows, labels, weights, class_weights, max_iter=max_iter,
+            random_state=random_state, batch_size=batch_size, on_pass=on_pass,
+            label_smoothing=label_smoothing,
+        )
+
+    def _epochs(self, step, rows, labels, weights, class_weights, *, max_iter, random_state,
+                batch_size, on_pass, label_smoothing):
+        """``max_iter`` shuffled passes of minibatch ``step(batch, batch_weights)``
+        calls; the loss goes to ``on_pass`` after each. Returns ``max_iter``."""
         if class_weights is not None:  # the loss weighs each sample by its class too
             by_class = class_weights[labels]
             weights = by_class if weights is None else weights * by_class
@@ -118,10 +135,7 @@ class SGDValues(ValueModel):
             order = torch.as_tensor(random_state.permutation(n_samples), device=self.device)
             for start in range(0, n_samples, batch_size):
                 batch = order[start : start + batch_size]
-                sgd_step(
-                    self.table, rows[batch], labels[batch], learning_rate, label_smoothing,
-                    None if weights is None else weights[batch],
-                )
+                step(batch, None if weights is None else weights[batch])
                 self.n_steps += 1
             if on_pass is not None:
                 seconds = time.perf_counter() - tic
