@@ -23,7 +23,7 @@ from .engine.heads import project
 from .engine.keys import reseed_unused_keys
 from .engine.seeding import draw_seed, torch_generator
 
-__all__ = ["KeyValueBottleneckBase"]
+__all__ = ["KeyValueBottleneckBase", "positive_weight_rows"]
 
 # Total sample weight a model may learn from: half of float32's range, so that
 # class counts, their totals and SGD steps stay finite.
@@ -32,6 +32,20 @@ WEIGHT_BUDGET = float(np.finfo(np.float32).max) / 2
 
 def _dense(X):
     return X.toarray() if sp.issparse(X) else X
+
+
+def positive_weight_rows(X, sample_weight, codebook=None):
+    """The rows of X that keys are fitted (or re-seeded) on: those of positive
+    weight, as if the others were not there. Raises if there are none and
+    ``codebook`` still needs fitting."""
+    if sample_weight is None or sample_weight.all():
+        return X
+    if not sample_weight.any() and (codebook is None or not is_fitted(codebook)):
+        raise ValueError(
+            "sample_weight is zero for every sample, but the keys are fitted on the "
+            "samples of positive weight; give a batch with some, or a fitted codebook."
+        )
+    return X[sample_weight > 0]
 
 
 class KeyValueBottleneckBase:

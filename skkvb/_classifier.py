@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from ._bottleneck import WEIGHT_BUDGET, KeyValueBottleneckBase
+from ._bottleneck import WEIGHT_BUDGET, KeyValueBottleneckBase, positive_weight_rows
 from ._calibration import CalibrationSample
 from ._class_weight import class_totals, class_weights, grown_totals
 from ._compat import (
@@ -36,7 +36,7 @@ from ._persistence import all_or_nothing
 from ._progress import progress_bar, write
 from ._threads import N_JOBS_CONSTRAINT, uses_n_jobs
 from ._typing import ArrayLike, Device, MatrixLike, RandomStateLike
-from ._validation import Count, first_partial_fit, is_fitted, validate_features
+from ._validation import Count, first_partial_fit, validate_features
 from ._encoding import head_distances_of_array
 from .engine.codes import count_usage, flat_codes
 from .engine.novelty import typicality
@@ -51,20 +51,6 @@ PREDICT_CHUNK_ROWS = 4096
 # fraction of the weight taken from it below zero is rounding, not a sample
 # that was never learned.
 UNLEARN_RTOL = 1e-3
-
-
-def _weighted_rows(X, sample_weight, codebook=None):
-    """The rows of X that keys are fitted (or re-seeded) on: those of positive
-    weight, as if the others were not there. Raises if there are none and
-    ``codebook`` still needs fitting."""
-    if sample_weight is None or sample_weight.all():
-        return X
-    if not sample_weight.any() and (codebook is None or not is_fitted(codebook)):
-        raise ValueError(
-            "sample_weight is zero for every sample, but the keys are fitted on the "
-            "samples of positive weight; give a batch with some, or a fitted codebook."
-        )
-    return X[sample_weight > 0]
 
 
 class KeyValueBottleneckClassifier(
@@ -490,7 +476,7 @@ class KeyValueBottleneckClassifier(
         self._value_model_class()  # decoder and value_update go together, before any work
         random_state = check_random_state(self.random_state)
         codebook, owns_keys = self._fitted_codebook(
-            _weighted_rows(X, sample_weight), random_state, keep_fitted=False
+            positive_weight_rows(X, sample_weight), random_state, keep_fitted=False
         )
         self._random_state = random_state
         self._start(codebook, np.unique(y), fixed=True, owns_keys=owns_keys)
@@ -540,9 +526,8 @@ class KeyValueBottleneckClassifier(
             known, fixed = start_label_set(y, classes)
             self._value_model_class()  # decoder and value_update go together
             random_state = check_random_state(self.random_state)
-            codebook, owns_keys = self._fitted_codebook(
-                _weighted_rows(X, sample_weight, self.codebook), random_state, keep_fitted=True
-            )
+            key_rows = positive_weight_rows(X, sample_weight, self.codebook)
+            codebook, owns_keys = self._fitted_codebook(key_rows, random_state, keep_fitted=True)
             self._random_state = random_state
             self._start(codebook, known, fixed, owns_keys, classes_given=fixed)
             trained_before = False
@@ -554,7 +539,7 @@ class KeyValueBottleneckClassifier(
                 self._value_model = self._value_model.add_classes(source)
                 self.class_count_ = grown_totals(self.class_count_, source)
             if self.reseed_unused_keys and self._owns_keys and sample_weight.any():
-                self.codebook_ = self._codebook_reseeded_on(_weighted_rows(X, sample_weight))
+                self.codebook_ = self._codebook_reseeded_on(positive_weight_rows(X, sample_weight))
         self._learn(X, y, sample_weight, self.partial_fit_max_iter, trained_before)
         return self
 

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._bottleneck import WEIGHT_BUDGET, KeyValueBottleneckBase
+from ._bottleneck import WEIGHT_BUDGET, KeyValueBottleneckBase, positive_weight_rows
 from ._compat import (
     HasMethods,
     Interval,
@@ -28,7 +28,7 @@ from ._compat import (
 from ._device import DeviceMixin, resolve_device
 from ._doc_link import DocLinkMixin
 from ._persistence import all_or_nothing
-from ._validation import first_partial_fit, is_fitted, validate_features
+from ._validation import first_partial_fit, validate_features
 from .engine.codes import count_usage, flat_codes
 from .engine.threads import single_threaded
 from .engine.values import RegressionValues
@@ -344,9 +344,8 @@ class KeyValueBottleneckRegressor(
                     f"y has {y.shape[1]} outputs, but this regressor was trained on "
                     f"{self.n_outputs_}."
                 )
-            positive = sample_weight > 0
-            if self.reseed_unused_keys and self._owns_keys and positive.any():
-                self.codebook_ = self._codebook_reseeded_on(X[positive])
+            if self.reseed_unused_keys and self._owns_keys and sample_weight.any():
+                self.codebook_ = self._codebook_reseeded_on(positive_weight_rows(X, sample_weight))
         self._learn(X, y, sample_weight, trained_before=not first_call)
         return self
 
@@ -368,13 +367,7 @@ class KeyValueBottleneckRegressor(
     def _key_inputs(self, X, sample_weight):
         """What the codebook is fitted on: the distinct rows of positive weight.
         Raises if there are none and the codebook still needs fitting."""
-        positive = sample_weight > 0
-        if not positive.any() and (self.codebook is None or not is_fitted(self.codebook)):
-            raise ValueError(
-                "sample_weight is zero for every sample, but the keys are fitted on the "
-                "samples of positive weight; give a batch with some, or a fitted codebook."
-            )
-        return _distinct_rows(X[positive])
+        return _distinct_rows(positive_weight_rows(X, sample_weight, self.codebook))
 
     # ------------------------------------------------------------ training
 
