@@ -16,7 +16,7 @@ import torch
 from sklearn.base import clone
 
 from ._encoding import encode_array
-from ._key_codebook import KeyCodebook
+from ._key_codebook import KeyCodebook, auto_n_keys
 from ._validation import is_fitted
 from .engine.codes import prepare_keys
 from .engine.heads import project
@@ -106,6 +106,10 @@ class KeyValueBottleneckBase:
         if fits_here:
             if codebook.random_state is None:
                 codebook.set_params(random_state=seed)
+            if keep_fitted and getattr(codebook, "n_keys", None) == "auto":
+                # The first partial_fit: a stream's first batch does not bound the
+                # data to come, so "auto" means what KeyCodebook.partial_fit makes it.
+                codebook.set_params(n_keys=auto_n_keys(X.shape[0], stream=True))
             codebook.fit(X)
         self._check_codebook(codebook, X.shape[1])
         return codebook, fits_here

@@ -204,3 +204,20 @@ def test_a_cold_start_stream_reseeds_only_its_own_unused_keys():
     frozen = KeyValueBottleneckClassifier(codebook=FrozenEstimator(given), random_state=0)
     frozen.partial_fit(X[y == 0], y[y == 0]).partial_fit(X[y == 1], y[y == 1])
     np.testing.assert_array_equal(frozen.codebook_.keys_, given.keys_)
+
+
+def test_auto_keys_are_sized_by_fit_but_not_by_a_streams_first_batch():
+    """n_keys="auto" caps keys at the samples in fit; a first partial_fit batch does
+    not bound the stream, so it gets as many keys as KeyCodebook.partial_fit gives."""
+    from sklearn.datasets import load_iris
+
+    from skkvb._key_codebook import AUTO_MAX_KEYS
+
+    X, y = load_iris(return_X_y=True)
+    codebook = KeyCodebook(n_codebooks=2, key_dim=2, max_iter=1, random_state=0)
+    fitted = KeyValueBottleneckClassifier(codebook=codebook, random_state=0).fit(X, y)
+    assert fitted.codebook_.n_keys_ == len(X)
+    streamed = KeyValueBottleneckClassifier(codebook=codebook, random_state=0)
+    streamed.partial_fit(X[:60], y[:60], classes=[0, 1, 2])
+    assert streamed.codebook_.n_keys_ == AUTO_MAX_KEYS
+    assert codebook.n_keys == "auto"  # the user's codebook is left as it was
