@@ -12,9 +12,23 @@ from _strategies import PROPERTY, data_arrays, fitted_codebooks
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from skkvb.engine.codes import block_shape, count_usage, encode, flat_codes, nearest_keys
+from skkvb.engine.codes import (
+    block_shape,
+    count_usage,
+    encode,
+    first_min_index,
+    flat_codes,
+    nearest_keys,
+    prepare_keys,
+)
 from skkvb.engine.heads import head_shape, make_projection, project
-from skkvb.engine.keys import ema_update, init_ema_state, reseed_unused_keys
+from skkvb.engine.keys import (
+    EMAState,
+    ema_update,
+    init_ema_state,
+    reseed_unused_keys,
+    smoothed_counts,
+)
 from skkvb.engine.seeding import torch_generator
 from skkvb.engine.values import (
     add_counts,
@@ -24,6 +38,7 @@ from skkvb.engine.values import (
     decode_stable,
     sgd_step,
 )
+from skkvb.engine.values.sgd import smoothed_targets
 
 
 def brute_force_codes(heads, keys, key_mask=None):
@@ -145,6 +160,55 @@ def test_ties_go_to_the_lowest_key_index():
     assert nearest_keys(heads, keys)[:, 0].tolist() == [1, 0]
 
 
+@pytest.mark.parametrize("n_keys", [1, 5, 127, 128, 129, 256, 300, 1257])
+def test_first_min_index_is_torchs_first_minimum_exactly(n_keys):
+    """Ties (many equal values), keys beyond the last whole slice, all-inf rows
+    (every key masked) and NaN: the index ``min(-1)`` gives, bit for bit."""
+    gen = torch.Generator().manual_seed(n_keys)
+    blocks = [
+        torch.randint(0, 4, (2, 9, n_keys), generator=gen).float(),
+        torch.randn(2, 9, n_keys, generator=gen),
+        torch.full((1, 3, n_keys), float("inf")),
+    ]
+    with_nan = torch.randn(2, 9, n_keys, generator=gen)
+    with_nan[0, :, -1] = float("nan")
+    with_nan[1, :, n_keys // 2] = float("nan")
+    for distances in blocks + [with_nan]:
+        expected = distances.min(-1).indices
+        np.testing.assert_array_equal(first_min_index(distances).numpy(), expected.numpy())
+
+
+def test_cpu_search_gives_the_codes_of_one_product_and_min_per_block():
+    """The search's codes are those of its blocks' plain ``baddbmm(...).min(-1)``
+    -- the same products, so the same codes bit for bit, near-ties included
+    (near-duplicate keys here)."""
+    gen = torch.Generator().manual_seed(3)
+    keys = torch.randn(3, 512, 6, generator=gen)
+    keys[:, 256:] = keys[:, :256] + 1e-6 * torch.randn(3, 256, 6, generator=gen)
+    heads = keys[:, torch.randint(512, (200,), generator=gen)].transpose(0, 1) + 1e-3
+    prepared = prepare_keys(keys)
+    _, rows = block_shape(3, 512, batched=False)
+    expected = torch.cat(
+        [
+            torch.baddbmm(
+                prepared.sq_norms, heads[start : start + rows].transpose(0, 1),
+                prepared.keys_t, alpha=-2.0,
+            ).min(-1).indices.T
+            for start in range(0, 200, rows)
+        ]
+    )
+    codes = nearest_keys(heads, keys)
+    np.testing.assert_array_equal(codes.numpy(), expected.numpy())
+    # Against exact float64 distances: the chosen key is the nearest up to the
+    # float32 rounding of ||k||^2 - 2 h.k, the expression the search minimises.
+    distances, _ = brute_force_codes(heads.double(), keys.double())
+    chosen = distances.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+    magnitude = heads.double().pow(2).sum(-1) + keys.double().pow(2).sum(-1).amax(-1)
+    rounding = 8 * np.finfo(np.float32).eps * magnitude
+    assert (chosen - distances.min(-1).values <= rounding).all()
+    assert (codes != distances.argmin(-1)).any(), "the data has near-ties"
+
+
 def test_count_usage_is_a_scatter_add_of_codes():
     codes = torch.tensor([[0, 2], [0, 1], [3, 2]])
     np.testing.assert_array_equal(count_usage(codes, 4).numpy(), [[2, 0, 0, 1], [0, 1, 2, 0]])
@@ -216,6 +280,45 @@ def test_ema_update_matches_the_formula():
                 torch.testing.assert_close(state.keys[c, k], m / smoothed)
             else:  # keys no head picked stay where they were
                 torch.testing.assert_close(state.keys[c, k], before.keys[c, k])
+
+
+def dense_ema_step(state, heads, codes, decay, n_keys):
+    """Reference EMA step over the whole table: every sum decays, every key is
+    recomputed and only the hit ones kept."""
+    n_codebooks, key_dim = heads.shape[1], heads.shape[2]
+    flat = flat_codes(codes, n_keys).reshape(-1)
+    counts = torch.bincount(flat, minlength=n_codebooks * n_keys).float()
+    sums = torch.zeros(n_codebooks * n_keys, key_dim)
+    sums.index_add_(0, flat, heads.reshape(-1, key_dim))
+    new_counts = state.counts * decay + 0.0
+    new_counts.add_(counts.view(n_codebooks, n_keys), alpha=1 - decay)
+    new_sums = state.sums * decay + 0.0
+    new_sums.add_(sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
+    hit = (counts > 0).view(n_codebooks, n_keys, 1)
+    keys = torch.where(hit, new_sums / smoothed_counts(new_counts).unsqueeze(-1), state.keys)
+    return EMAState(keys=keys, counts=new_counts, sums=new_sums)
+
+
+def test_ema_update_equals_the_dense_step_bit_for_bit():
+    """Only the rows a batch hits are updated, with the dense step's operations."""
+    gen = torch.Generator().manual_seed(5)
+    state = init_ema_state(torch.randn(64, 4, 3, generator=gen), 40, torch_generator(0))
+    for step in range(4):
+        heads = torch.randn(64, 4, 3, generator=gen) * (step + 1)
+        before = EMAState(state.keys.clone(), state.counts.clone(), state.sums.clone())
+        codes = ema_update(state, heads, 0.9, 0.0, torch_generator(step))
+        expected = dense_ema_step(before, heads, codes, 0.9, 40)
+        for name in ("keys", "counts", "sums"):
+            np.testing.assert_array_equal(
+                getattr(state, name).numpy(), getattr(expected, name).numpy(), err_msg=name
+            )
+
+
+def test_ema_update_raises_when_the_sums_overflow():
+    heads = torch.full((8, 1, 2), 3e38)
+    state = init_ema_state(heads, 2, torch_generator(0))
+    with pytest.raises(ValueError, match="too large for the float32 sums"):
+        ema_update(state, torch.cat([heads, heads]), 0.5, 0.0, torch_generator(1))
 
 
 def test_dead_keys_are_revived_with_their_ema_state_reset():
@@ -294,6 +397,25 @@ def test_sparse_sgd_step_equals_dense_autograd_and_torch_sgd(weighted):
     for _ in range(1):
         sgd_step(sparse, rows, labels, 0.7, 0.1, weights)
     torch.testing.assert_close(sparse, dense.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_step_sums_duplicate_rows_as_a_sample_major_scatter_bit_for_bit():
+    """The step scatters codebook by codebook; each row still gets its samples'
+    steps in batch order, so the table equals a sample-major scatter's exactly."""
+    gen = torch.Generator().manual_seed(4)
+    n_batch, n_codebooks, n_keys, n_outputs = 64, 5, 6, 3  # many duplicate rows
+    values = torch.randn(n_codebooks * n_keys, n_outputs, generator=gen)
+    expected = values.clone()
+    for _ in range(3):
+        rows = flat_codes(torch.randint(n_keys, (n_batch, n_codebooks), generator=gen), n_keys)
+        labels = torch.randint(n_outputs, (n_batch,), generator=gen)
+        probabilities = torch.softmax(decode(expected, rows), dim=1)
+        grad = probabilities - smoothed_targets(labels, n_outputs, 0.1)
+        step = grad.mul_(-0.7 / (n_batch * n_codebooks))
+        step = step.unsqueeze(1).expand(n_batch, n_codebooks, n_outputs).reshape(-1, n_outputs)
+        expected.index_put_((rows.reshape(-1),), step, accumulate=True)
+        sgd_step(values, rows, labels, 0.7, 0.1)
+        np.testing.assert_array_equal(values.numpy(), expected.numpy())
 
 
 def test_sgd_step_touches_only_fetched_rows():

@@ -4,6 +4,7 @@ Plain torch on whatever device the tensors live on. Fitted without labels; once
 fitted, keys are frozen.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -97,24 +98,37 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
 
 
 def _update_statistics(state, heads, codes, decay, dead_key_threshold, generator):
-    """The EMA step of :func:`ema_update` given the batch's codes."""
+    """The EMA step of :func:`ema_update` given the batch's codes.
+
+    A batch hits at most B of each codebook's K keys, so the batch's sums and
+    the keys are computed for the hit rows only; the one pass over all the
+    sums is their decay. Same operations, same order per element as the dense
+    form ``sums * decay + (1 - decay) * batch_sums``: the same keys, bit for bit.
+    """
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = state.keys.shape[1]
     flat = flat_codes(codes, n_keys).reshape(-1)
     batch_counts = torch.bincount(flat, minlength=n_codebooks * n_keys).to(heads.dtype)
-    batch_sums = torch.zeros(n_codebooks * n_keys, key_dim, dtype=heads.dtype, device=heads.device)
-    batch_sums.index_add_(0, flat, heads.reshape(-1, key_dim))
+    # Rows hit by the batch, ascending; index_add_ in the batch's order keeps
+    # each row's summation order.
+    hit, slot = torch.unique(flat, return_inverse=True)
+    batch_sums = heads.new_zeros(hit.numel(), key_dim)
+    batch_sums.index_add_(0, slot, heads.reshape(-1, key_dim))
 
     state.counts.mul_(decay).add_(batch_counts.view(n_codebooks, n_keys), alpha=1 - decay)
-    state.sums.mul_(decay).add_(batch_sums.view(n_codebooks, n_keys, key_dim), alpha=1 - decay)
-    smoothed = smoothed_counts(state.counts)
+    sums = state.sums.view(-1, key_dim)
+    sums.mul_(decay)
+    hit_sums = sums.index_select(0, hit).add_(batch_sums, alpha=1 - decay)
+    sums.index_copy_(0, hit, hit_sums)
     # Only keys this batch assigned heads to move. For the others the exact EMA
     # ratio sums / counts is unchanged; recomputing them through the smoothing
     # would drag every rarely used key towards the origin as its count decays.
-    hit = (batch_counts > 0).view(n_codebooks, n_keys, 1)
-    state.keys = torch.where(hit, state.sums / smoothed.unsqueeze(-1), state.keys)
+    smoothed = smoothed_counts(state.counts).view(-1, 1)
+    state.keys.view(-1, key_dim).index_copy_(0, hit, hit_sums / smoothed.index_select(0, hit))
 
-    if not torch.isfinite(state.sums).all():
+    # One aminmax pass (inf and NaN propagate) instead of isfinite's several.
+    low, high = torch.aminmax(state.sums)
+    if not (math.isfinite(low.item()) and math.isfinite(high.item())):
         raise ValueError(
             "The inputs are too large for the float32 sums of EMA key fitting; rescale "
             "X, e.g. divide it by its largest absolute value."
