@@ -5,7 +5,8 @@ accuracy, expected calibration error (ECE: 15 equal-width bins of the largest
 probability), log-loss and Brier score (the sum over classes of the squared
 error, mean over samples). Models:
 
-* ``DKVB count`` and ``DKVB sgd`` (``value_update``), each at ``T=1``
+* ``DKVB count`` and ``DKVB sgd`` (``value_update``; ``--value-update
+  count,count-residual`` picks others), each at ``T=1``
   (``temperature=1.0``: the softmax of the mean of log-values) and ``auto``
   (the default, ``temperature="auto"``; the fitted T is printed). Both rules
   read one codebook (``--shape``, default KeyCodebook's 64 x 4096 x 32) fitted
@@ -73,6 +74,11 @@ def parse_args():
         "--shape", type=parse_shape, default=None,
         help="codebooks x keys x key dimension, e.g. 64x256x8 (default: KeyCodebook's)",
     )
+    parser.add_argument(
+        "--value-update", default="count,sgd",
+        help="comma-separated value rules of the DKVB rows (default: count,sgd); another "
+        "list writes calibration_<dataset>_<rules>.txt",
+    )
     return parser.parse_args()
 
 
@@ -97,7 +103,7 @@ def bottleneck_rows(args, Z_train, y_train, Z_test, y_test):
     print(f"codebook {codebook.keys_.shape[0]} x {codebook.keys_.shape[1]} x "
           f"{codebook.keys_.shape[2]} fitted in {key_seconds:.1f} s", flush=True)
     rows = []
-    for rule in ("count", "sgd"):
+    for rule in args.value_update.split(","):
         clf = KeyValueBottleneckClassifier(
             codebook=FrozenEstimator(codebook), value_update=rule, device="cpu",
             random_state=args.seed,
@@ -164,7 +170,8 @@ def main():
     lines.append(f"load at the end: {load_average()}")
     print("\n".join(lines[1:]))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"calibration_{args.dataset}.txt").write_text("\n".join(lines) + "\n")
+    suffix = "" if args.value_update == "count,sgd" else "_" + args.value_update.replace(",", "_")
+    (RESULTS / f"calibration_{args.dataset}{suffix}.txt").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

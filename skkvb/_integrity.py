@@ -2,9 +2,9 @@
 
 A pickle carries no checksum: a flipped byte in a key or a count would load
 silently and predict nonsense. The digest covers every array, tensor, torch
-module, engine value model and calibration sample in the state;
-:func:`~skkvb._persistence.untag_state` refuses state whose numbers no longer
-match it.
+module, engine value model (a sparse count store included) and calibration
+sample in the state; :func:`~skkvb._persistence.untag_state` refuses state
+whose numbers no longer match it.
 """
 
 import hashlib
@@ -14,6 +14,7 @@ import torch
 
 from ._calibration import CalibrationSample
 from .engine.values import ValueModel
+from .engine.values.sparse_counts import SparseCounts
 
 __all__ = ["state_digest"]
 
@@ -40,6 +41,6 @@ def _feed(digest, name, value):
     elif isinstance(value, torch.nn.Module):
         for key, tensor in value.state_dict().items():
             _feed(digest, f"{name}.{key}", tensor)
-    elif isinstance(value, (ValueModel, CalibrationSample)):
+    elif isinstance(value, (ValueModel, CalibrationSample, SparseCounts)):
         for key, item in sorted(vars(value).items()):
             _feed(digest, f"{name}.{key}", item)

@@ -366,10 +366,10 @@ def _apply(estimator, n_features, total):
     estimator._class_weights(total["totals"])  # checks class_weight against the classes
     model = estimator._value_model
     row, label = np.divmod(total["entries"], len(classes))
-    model.table.index_put_(
-        (torch.as_tensor(row, device=model.device), torch.as_tensor(label, device=model.device)),
-        torch.as_tensor(total["weights"], dtype=model.table.dtype, device=model.device),
-        accumulate=True,
+    model.add_entries(
+        torch.as_tensor(row, device=model.device),
+        torch.as_tensor(label, device=model.device),
+        torch.as_tensor(total["weights"], dtype=torch.float32, device=model.device),
     )
     model.samples = total["samples"]
     estimator.key_usage_ = total["usage"]

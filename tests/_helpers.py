@@ -15,7 +15,7 @@ from sklearn.datasets import load_iris
 from torch import nn
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
-from skkvb.engine.values import ValueModel
+from skkvb.engine.values import SparseCounts, ValueModel
 
 # Read-only by convention: no test changes them in place.
 X_IRIS, Y_IRIS = load_iris(return_X_y=True)
@@ -102,7 +102,7 @@ def _canonical(value):
         return ("random state", value.get_state())
     if isinstance(value, nn.Module):
         return ("module", repr(value), _canonical(dict(value.state_dict())))
-    if isinstance(value, (BaseEstimator, ValueModel)):
+    if isinstance(value, (BaseEstimator, ValueModel, SparseCounts)):
         return (type(value).__name__, _canonical(vars(value)))
     if isinstance(value, dict):
         return {key: _canonical(item) for key, item in value.items()}

@@ -19,6 +19,10 @@ ESTIMATORS = [
     KeyValueBottleneckClassifier(
         codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4), value_update="count"
     ),
+    KeyValueBottleneckClassifier(
+        codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4),
+        value_update="count-residual",
+    ),
     KeyValueBottleneckRegressor(codebook=KeyCodebook(n_codebooks=32, n_keys=64, key_dim=4)),
     # A parameter-free, shape-agnostic module: see ShapeAgnostic's docstring.
     FrozenBackboneTransformer(ShapeAgnostic(), device="cpu"),

@@ -63,8 +63,9 @@ def _dkvb(name, description, codebook_params, device, n_jobs, value_update="coun
             n_jobs=n_jobs,
         )
 
-    # Counting values are exact statistics: one partial_fit per phase.
-    return Method(name, description, build, single_pass=value_update == "count")
+    # Counting rules keep exact statistics: one partial_fit per phase.
+    single_pass = value_update in ("count", "count-residual")
+    return Method(name, description, build, single_pass=single_pass)
 
 
 def _peer(name, description, make, single_pass=False):
@@ -86,8 +87,10 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto", n_jobs=None):
         :func:`dkvb_shape_for`. On 2-D inputs (the toy) ``dkvb`` is the
         paper's 20 codebooks x 20 keys and ``dkvb-400`` its single codebook
         of 400 keys on the raw input. ``dkvb`` has the classifier's default
-        one-pass counting values; ``dkvb-sgd`` is the same model with the
-        paper's SGD-trained values (``value_update="sgd"``).
+        one-pass counting values; ``dkvb-residual`` the same keys with
+        the opt-in ``value_update="count-residual"`` (counts plus per-key
+        class residual sums, also one pass); ``dkvb-sgd`` the paper's
+        SGD-trained values (``value_update="sgd"``).
     device : str
         Device of DKVB.
     n_jobs : int or None
@@ -113,6 +116,12 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto", n_jobs=None):
     shape = {"n_codebooks": n_codebooks, "n_keys": n_keys, "key_dim": key_dim}
     described = f"{n_codebooks} codebooks x {n_keys} keys of dim {key_dim}"
     methods.append(_dkvb("dkvb", f"DKVB, {described}, counting values", shape, device, n_jobs))
+    methods.append(
+        _dkvb(
+            "dkvb-residual", f"DKVB, {described}, counts + residual statistics", shape,
+            device, n_jobs, value_update="count-residual",
+        )
+    )
     methods.append(
         _dkvb(
             "dkvb-sgd", f"DKVB, {described}, SGD values", shape, device, n_jobs,

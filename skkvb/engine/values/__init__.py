@@ -8,6 +8,7 @@ names to their models, which train SGD values and the decoder together.
 
 from ._base import ValueModel
 from .count import (
+    DENSE_LIMIT_BYTES,
     CountValues,
     add_counts,
     count_values,
@@ -18,15 +19,20 @@ from .count import (
 from .decoded import LinearDecoderValues
 from .decoding import decode, decode_stable, mean_over_codebooks, mean_over_kept_codebooks
 from .regression import RegressionValues, add_target_stats, key_target_stats, pool_key_means
+from .residual import ResidualCountValues
 from .sgd import SGDValues, auto_learning_rate, sgd_step, smoothed_targets
+from .sparse_counts import SparseCounts
 
 __all__ = [
     "DECODER_MODELS",
+    "DENSE_LIMIT_BYTES",
     "VALUE_MODELS",
     "CountValues",
     "LinearDecoderValues",
     "RegressionValues",
+    "ResidualCountValues",
     "SGDValues",
+    "SparseCounts",
     "ValueModel",
     "add_counts",
     "add_target_stats",
@@ -46,6 +52,8 @@ __all__ = [
 ]
 
 # The classifier's value rules; the regressor has one rule of its own, RegressionValues.
-VALUE_MODELS = {model.name: model for model in (CountValues, SGDValues)}
+VALUE_MODELS = {
+    model.name: model for model in (CountValues, SGDValues, ResidualCountValues)
+}
 # Parametric decoders (the classifier's decoder != "mean"): each reads SGD values.
 DECODER_MODELS = {model.decoder: model for model in (LinearDecoderValues,)}

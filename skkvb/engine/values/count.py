@@ -4,11 +4,13 @@ Values are the log-smoothed class frequencies of each key
 (:func:`count_values`). Learning is one scatter-add per batch, so it takes one
 pass and does not depend on the order or the grouping of the samples; and the
 table is a sum of per-sample contributions, so samples can be taken out again
-(:func:`remove_counts`, :meth:`CountValues.without`).
+(:func:`remove_counts`, :meth:`CountValues.without`). The functions here work
+on dense tables; with many classes :class:`CountValues` keeps its counts in a
+:class:`~skkvb.engine.values.sparse_counts.SparseCounts` instead (see there).
 """
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from copy import copy as _shallow_copy
 
 import numpy as np
@@ -16,10 +18,13 @@ import torch
 
 from ._base import ValueModel
 from .decoding import mean_over_codebooks
+from .sparse_counts import SparseCounts
 
 __all__ = [
+    "DENSE_LIMIT_BYTES",
     "CountValues",
     "add_counts",
+    "count_store",
     "count_values",
     "decode_counts",
     "leave_one_out_counts",
@@ -119,6 +124,18 @@ def leave_one_out_counts(counts, rows, labels, weights, alone):
     return fetched.clamp_(min=0.0).masked_fill_(alone.unsqueeze(-1), 0.0)
 
 
+# Largest dense count table, in bytes; beyond it counts are stored sparse (CountValues).
+DENSE_LIMIT_BYTES = 64 * 2**20
+
+
+def count_store(n_rows, n_classes, store="auto"):
+    """The store that ``store`` picks for ``n_rows`` keys and ``n_classes`` classes:
+    ``"dense"`` while the float32 table fits :data:`DENSE_LIMIT_BYTES`, else ``"sparse"``."""
+    if store != "auto":
+        return store
+    return "dense" if n_rows * n_classes * 4 <= DENSE_LIMIT_BYTES else "sparse"
+
+
 class CountValues(ValueModel):
     """``value_update="count"``: the table holds class counts, values are read off them.
 
@@ -126,35 +143,90 @@ class CountValues(ValueModel):
     zero column -- exactly the column it would have had from the start -- and
     growing label sets need no extra column. Class weights are applied when the
     counts are read, so the counts themselves stay independent of them.
+
+    *Stores.* The counts live in a dense (C * K, n_classes) float32 ``table``
+    while it takes at most :data:`DENSE_LIMIT_BYTES` (64 MiB: up to 16
+    classes with the paper's 256 x 4096 keys), and otherwise in a
+    :class:`~skkvb.engine.values.sparse_counts.SparseCounts` (``sparse``,
+    ``table`` is None) that holds only the (key, class) pairs seen -- about 6
+    bytes each (8 beyond 32,767 classes) -- and computes values as they are
+    read. Both give the same counts, and logits equal up to float32 rounding.
+    A growing class set that crosses the limit switches from dense to sparse
+    when the class is added; the store never switches back. ``store="dense"``
+    or ``"sparse"`` fixes it. :meth:`values` and :meth:`class_counts` return
+    dense tables whatever the store.
     """
 
     name = "count"
     hyperparameters = ("count_smoothing",)
     reads_class_weights = True
+    # Defaults for models pickled before the sparse store existed: dense, rule "auto".
+    sparse = None
+    store_rule = "auto"
 
-    def __init__(self, n_codebooks, n_keys, n_classes, growing, device):
-        super().__init__(n_codebooks, n_keys, n_classes, growing, device)
+    def __init__(self, n_codebooks, n_keys, n_classes, growing, device, store="auto"):
+        self.store_rule = store
+        self.sparse = None
+        if count_store(n_codebooks * n_keys, n_classes, store) == "dense":
+            super().__init__(n_codebooks, n_keys, n_classes, growing, device)
+        else:
+            self.n_codebooks, self.n_keys = n_codebooks, n_keys
+            self.n_classes, self.growing, self.n_steps = n_classes, growing, 0
+            self.table = None
+            self.sparse = SparseCounts.empty(n_codebooks * n_keys, n_classes, device)
         # Samples learned per class, zero weights included: the exact record of
         # which classes a model has seen, which the float counts cannot give.
         self.samples = np.zeros(n_classes, dtype=np.int64)
+
+    @property
+    def store(self):
+        """``"dense"`` or ``"sparse"``: where the counts are now."""
+        return "dense" if self.sparse is None else "sparse"
+
+    @property
+    def device(self):
+        return self.table.device if self.sparse is None else self.sparse.device
+
+    @property
+    def storage_bytes(self):
+        """Bytes the counts take (the dense table, or the sparse store's tensors)."""
+        if self.sparse is None:
+            return self.table.numel() * self.table.element_size()
+        return self.sparse.nbytes
+
+    def to(self, device, copy=False):
+        if self.sparse is None:
+            return super().to(device, copy)
+        moved = _shallow_copy(self)
+        moved.sparse = self.sparse.to(device, copy=copy)
+        return moved
 
     def _columns(self, n_classes):
         return n_classes
 
     def add_classes(self, source):
-        grown = super().add_classes(source)
         source = np.asarray(source)
+        n_rows = self.n_codebooks * self.n_keys
+        if self.sparse is None and count_store(n_rows, len(source), self.store_rule) == "dense":
+            grown = super().add_classes(source)
+        else:
+            grown = _shallow_copy(self)
+            sparse = self.sparse if self.sparse is not None else SparseCounts.from_dense(self.table)
+            grown.table, grown.sparse = None, sparse.with_columns(source)
+            grown.n_classes = len(source)
         grown.samples = np.where(source >= 0, self.samples[np.maximum(source, 0)], 0)
         return grown
 
     @contextmanager
     def restored_on_error(self, rows):
         samples = self.samples  # replaced, never changed in place
+        sparse = self.sparse  # likewise: a store is never changed in place
+        guard = super().restored_on_error(rows) if sparse is None else nullcontext()
         try:
-            with super().restored_on_error(rows):
+            with guard:
                 yield
         except BaseException:
-            self.samples = samples
+            self.samples, self.sparse = samples, sparse
             raise
 
     def _grown_table(self, source):
@@ -169,20 +241,52 @@ class CountValues(ValueModel):
     def update(self, rows, labels, weights, *, max_iter, random_state, on_pass=None,
                **hyperparameters):
         tic = time.perf_counter()
-        add_counts(self.table, rows, labels, weights)
+        if self.sparse is None:
+            add_counts(self.table, rows, labels, weights)
+        else:
+            n_samples, n_codebooks = rows.shape
+            if weights is None:
+                weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
+            self.sparse = self.sparse.added(
+                rows.reshape(-1),
+                labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+                weights.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+            )
         self.samples = self.samples + self._per_class(labels)
         if on_pass is not None:
             on_pass(time.perf_counter() - tic, None)
         return 1
 
+    def add_entries(self, rows, columns, weights):
+        """Add summed weights to single (row, class column) counts, in place
+        (``skkvb.dask.fit`` adds its per-pair totals this way); 1-d tensors."""
+        if self.sparse is None:
+            self.table.index_put_(
+                (rows, columns), weights.to(self.table.dtype), accumulate=True
+            )
+        else:
+            self.sparse = self.sparse.added(rows, columns, weights.to(torch.float32))
+
     def logits(self, rows, *, count_smoothing, class_weights=None):
-        return decode_counts(self.table, rows, float(count_smoothing), class_weights)
+        if self.sparse is None:
+            return decode_counts(self.table, rows, float(count_smoothing), class_weights)
+        return self.sparse.logits(rows, float(count_smoothing), class_weights)
 
     def values(self, *, count_smoothing, class_weights=None):
-        return count_values(self.table, float(count_smoothing), class_weights)
+        return count_values(self.class_counts(), float(count_smoothing), class_weights)
 
     def class_counts(self):
-        return self.table
+        return self.table if self.sparse is None else self.sparse.to_dense()
+
+    def held_out_logits(self, rows, labels, weights, alone, drop_alone, **hyperparameters):
+        if self.sparse is None:
+            return super().held_out_logits(
+                rows, labels, weights, alone, drop_alone, **hyperparameters
+            )
+        return self.sparse.held_out_logits(
+            rows, labels, weights.to(torch.float32), alone, drop_alone,
+            float(hyperparameters["count_smoothing"]), hyperparameters.get("class_weights"),
+        )
 
     def _values_without(self, rows, labels, weights, alone, *, count_smoothing,
                         class_weights=None):
@@ -200,9 +304,21 @@ class CountValues(ValueModel):
         zero, the model returned is meaningless.
         """
         model = _shallow_copy(self)
-        model.table, overdrawn = remove_counts(
-            self.table, rows, labels, weights, rtol, empty_rows
-        )
+        if self.sparse is None:
+            model.table, overdrawn = remove_counts(
+                self.table, rows, labels, weights, rtol, empty_rows
+            )
+        else:
+            n_samples, n_codebooks = rows.shape
+            if weights is None:
+                weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
+            model.sparse, overdrawn = self.sparse.removed(
+                rows.reshape(-1),
+                labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+                weights.to(torch.float32).unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+                rtol,
+                empty_rows,
+            )
         model.samples = self.samples - self._per_class(labels)
         return model, overdrawn + int((model.samples < 0).sum())
 
