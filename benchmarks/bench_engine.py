@@ -50,12 +50,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    # The estimators' n_jobs sets their threads per call; this covers the rest.
     torch.set_num_threads(args.threads)
 
     X, y = synthetic_embeddings(args.n_samples, args.n_features, args.n_classes)
     codebook = KeyCodebook(
         n_codebooks=args.n_codebooks, n_keys=args.n_keys, key_dim=args.key_dim,
-        max_iter=1, batch_size=256, device=args.device, random_state=0,
+        max_iter=1, batch_size=256, device=args.device, random_state=0, n_jobs=args.threads,
     )
     figures = {}
     figures["key_epoch_s"], _ = timed(codebook.fit, X)
@@ -65,7 +66,7 @@ def main(argv=None):
 
     clf = KeyValueBottleneckClassifier(
         codebook=frozen, value_update="sgd", max_iter=args.epochs, batch_size=256,
-        device=args.device, random_state=0, verbose=1,
+        device=args.device, random_state=0, n_jobs=args.threads, verbose=1,
     )
     # verbose=1 prints the seconds of each epoch's SGD loop (codes are computed
     # once before the loop); the median is the figure.
@@ -75,7 +76,9 @@ def main(argv=None):
     figures["value_epoch_s"] = median_epoch_seconds(log.getvalue(), args.epochs)
     figures["predict_s"], _ = timed(clf.predict, X)
     # Counting values (the default): one pass, codes included.
-    counting = KeyValueBottleneckClassifier(codebook=frozen, device=args.device)
+    counting = KeyValueBottleneckClassifier(
+        codebook=frozen, device=args.device, n_jobs=args.threads
+    )
     figures["count_fit_s"], _ = timed(counting.fit, X, y)
     figures["peak_rss_gb"] = peak_rss_gb()
 
