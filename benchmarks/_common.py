@@ -25,6 +25,7 @@ import argparse
 import os
 import re
 import resource
+import sys
 import time
 
 import numpy as np
@@ -99,6 +100,45 @@ def peak_rss_gb(usage=None):
     if usage is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_maxrss / 2**20  # KiB on Linux
+
+
+def reset_peak_rss():
+    """Reset this process's peak resident memory (VmHWM, Linux >= 4.0), so that
+    :func:`peak_rss_since_reset_gb` measures from here; False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset_gb():
+    """This process's VmHWM (peak since the last :func:`reset_peak_rss`) in GB
+    (2**30 bytes); None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+class Tee:
+    """A text stream that writes to stdout and to ``file`` (a result file)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, text):
+        sys.__stdout__.write(text)
+        self.file.write(text)
+
+    def flush(self):
+        sys.__stdout__.flush()
+        self.file.flush()
 
 
 def load_average(loads=None, digits=2, sep=", "):

@@ -89,7 +89,9 @@ from _common import (
     load_average,
     make_parser,
     median_epoch_seconds,
-    peak_rss_gb as usage_peak_gb,
+    peak_rss_gb,
+    peak_rss_since_reset_gb,
+    reset_peak_rss,
     synthetic_embeddings,
 )
 
@@ -144,24 +146,12 @@ def reset_peak():
     current = peak_gb()
     if current is not None:
         _PEAK_BEFORE_RESETS[0] = max(_PEAK_BEFORE_RESETS[0], current)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return reset_peak_rss()
 
 
 def peak_gb():
     """This process's VmHWM in GB (2**30 bytes), None off Linux."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
+    return peak_rss_since_reset_gb()
 
 
 def measure(figures, name, fn):
@@ -220,10 +210,11 @@ def run_ours(cfg, args):
 
 
 def run_reference(cfg, args):
+    from importlib.metadata import version
+
     import torch
     import torch.nn.functional as F
     from discrete_key_value_bottleneck_pytorch import DiscreteKeyValueBottleneck
-    from importlib.metadata import version
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -338,7 +329,7 @@ def spawn(which, cfg, args):
     figures = json.loads(output.strip().splitlines()[-1])
     # ru_maxrss (KiB on Linux) counts only since the last VmHWM reset; the child
     # reports the peak across its resets.
-    figures["process_peak"] = max(usage_peak_gb(usage), figures["process_peak_self"] or 0.0)
+    figures["process_peak"] = max(peak_rss_gb(usage), figures["process_peak_self"] or 0.0)
     return figures
 
 

@@ -28,13 +28,13 @@ Writes ``benchmarks/results/roofline.txt``.
 import contextlib
 import io
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from _common import (  # benchmarks/_common.py, next to this script
     Table,
+    Tee,
     comma_list,
     load_average,
     make_parser,
@@ -249,21 +249,6 @@ def _captured(fn, *args):
     return log.getvalue()
 
 
-class _Tee:
-    """Write to stdout and to ``file``."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def write(self, text):
-        sys.__stdout__.write(text)
-        self.file.write(text)
-
-    def flush(self):
-        sys.__stdout__.flush()
-        self.file.flush()
-
-
 def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("--n-samples", type=int, default=10_000)
@@ -281,7 +266,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = torch.device(args.device)
-    with open(args.output, "w") as file, contextlib.redirect_stdout(_Tee(file)):
+    with open(args.output, "w") as file, contextlib.redirect_stdout(Tee(file)):
         print(
             f"roofline: N={args.n_samples} D={args.n_features} d_v={args.n_classes} batch 256, "
             f"device {args.device}, "

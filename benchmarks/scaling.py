@@ -48,7 +48,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Table, comma_list, load_average, make_parser, peak_rss_gb
+from _common import (  # benchmarks/_common.py, next to this script
+    Table,
+    comma_list,
+    load_average,
+    make_parser,
+    peak_rss_gb,
+    peak_rss_since_reset_gb,
+    reset_peak_rss,
+)
 
 RESULTS = Path(__file__).parent / "results"
 STEPS = {
@@ -92,26 +100,10 @@ def block_embeddings(n_samples, n_features, n_classes, seed=0, block=8192):
     return X, y
 
 
-def _reset_peak():
-    """Reset the process's peak RSS (Linux: ``clear_refs`` 5); False where impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_gb():
     """The process's peak RSS since the last reset, in GB (2**30 bytes)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return peak_rss_gb()  # since the process started: a running maximum
+    peak = peak_rss_since_reset_gb()
+    return peak_rss_gb() if peak is None else peak  # else: a running maximum
 
 
 def run_child(config, sgd_epochs, n_jobs):
@@ -129,11 +121,11 @@ def run_child(config, sgd_epochs, n_jobs):
     X, y = block_embeddings(config["n"], 512, config["classes"])
     classes = np.unique(y)
     result = {"config": config, "seconds": {}, "peak_gb": {}}
-    _reset_peak()
+    reset_peak_rss()
     result["baseline_gb"] = _peak_gb()  # interpreter, torch, sklearn and the data
 
     def step(name, fn):
-        _reset_peak()
+        reset_peak_rss()
         start = time.perf_counter()
         out = fn()
         result["seconds"][name] = time.perf_counter() - start
@@ -154,7 +146,7 @@ def run_child(config, sgd_epochs, n_jobs):
         random_state=0, verbose=1, n_jobs=n_jobs,
     )
     log = io.StringIO()
-    _reset_peak()
+    reset_peak_rss()
     with contextlib.redirect_stdout(log):
         sgd.fit(X, y)
     result["seconds"]["sgd_epoch"] = median_epoch_seconds(log.getvalue(), sgd_epochs)

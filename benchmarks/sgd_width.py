@@ -23,13 +23,12 @@ import contextlib
 import io
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import Table, load_average, make_parser, synthetic_embeddings
+from _common import Table, Tee, load_average, make_parser, synthetic_embeddings
 from sklearn.frozen import FrozenEstimator
 
 from skkvb import KeyCodebook, KeyValueBottleneckClassifier
@@ -70,21 +69,6 @@ def run(name, codebook, X, y, parts, args, classes):
         ), flush=True)
 
 
-class _Tee:
-    """Write to stdout and to ``file``."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def write(self, text):
-        sys.__stdout__.write(text)
-        self.file.write(text)
-
-    def flush(self):
-        sys.__stdout__.flush()
-        self.file.flush()
-
-
 def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("--n-samples", type=int, default=5000)
@@ -93,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    with open(args.output, "w") as file, contextlib.redirect_stdout(_Tee(file)):
+    with open(args.output, "w") as file, contextlib.redirect_stdout(Tee(file)):
         print(
             f"sgd_width: N={args.n_samples} x 512, C=256 K=4096 d_k=14, 5 phases x {args.epochs} "
             f"epochs, lr 0.3, batch 256, {args.threads} threads, torch {torch.__version__}, "
