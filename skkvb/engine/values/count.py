@@ -244,18 +244,23 @@ class CountValues(ValueModel):
         if self.sparse is None:
             add_counts(self.table, rows, labels, weights)
         else:
-            n_samples, n_codebooks = rows.shape
-            if weights is None:
-                weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
-            self.sparse = self.sparse.added(
-                rows.reshape(-1),
-                labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
-                weights.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
-            )
+            self.sparse = self.sparse.added(*self._entries(rows, labels, weights))
         self.samples = self.samples + self._per_class(labels)
         if on_pass is not None:
             on_pass(time.perf_counter() - tic, None)
         return 1
+
+    def _entries(self, rows, labels, weights):
+        """The (row, class column, float32 weight) of every fetched entry, 1-d:
+        what the sparse store adds or removes for these samples."""
+        n_samples, n_codebooks = rows.shape
+        if weights is None:
+            weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
+        return (
+            rows.reshape(-1),
+            labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+            weights.to(torch.float32).unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+        )
 
     def add_entries(self, rows, columns, weights):
         """Add summed weights to single (row, class column) counts, in place
@@ -309,15 +314,8 @@ class CountValues(ValueModel):
                 self.table, rows, labels, weights, rtol, empty_rows
             )
         else:
-            n_samples, n_codebooks = rows.shape
-            if weights is None:
-                weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
             model.sparse, overdrawn = self.sparse.removed(
-                rows.reshape(-1),
-                labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
-                weights.to(torch.float32).unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
-                rtol,
-                empty_rows,
+                *self._entries(rows, labels, weights), rtol, empty_rows
             )
         model.samples = self.samples - self._per_class(labels)
         return model, overdrawn + int((model.samples < 0).sum())
