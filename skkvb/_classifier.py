@@ -800,7 +800,8 @@ class KeyValueBottleneckClassifier(
 
         ``trained_before``: the model existed before this call, so the rows the
         batch fetches are put back if training raises (a new model is simply
-        dropped with the rest of the call's state).
+        dropped with the rest of the call's state, unless it shares storage
+        with the old one).
         """
         batch_weight = len(y) if sample_weight is None else np.sum(sample_weight, dtype=float)
         self._check_weight_budget(batch_weight)
@@ -818,7 +819,8 @@ class KeyValueBottleneckClassifier(
         weights = None
         if sample_weight is not None:
             weights = torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
-        guard = model.restored_on_error(rows) if trained_before else nullcontext()
+        guarded = trained_before or model.shares_storage
+        guard = model.restored_on_error(rows) if guarded else nullcontext()
         bar = progress_bar(model.n_passes(max_iter), "values", "epoch", self.verbose)
         with single_threaded(), guard, bar:
             self.n_iter_ = model.update(

@@ -41,6 +41,9 @@ def _feed(digest, name, value):
     elif isinstance(value, torch.nn.Module):
         for key, tensor in value.state_dict().items():
             _feed(digest, f"{name}.{key}", tensor)
-    elif isinstance(value, (ValueModel, CalibrationSample, SparseCounts)):
+    elif isinstance(value, SparseCounts):  # its arrays as one CSR, whatever the chunks
+        for key, item in sorted(value.arrays().items()):
+            _feed(digest, f"{name}.{key}", item)
+    elif isinstance(value, (ValueModel, CalibrationSample)):
         for key, item in sorted(vars(value).items()):
             _feed(digest, f"{name}.{key}", item)

@@ -52,6 +52,11 @@ def fitted(limit, store, *args, how="fit", **params):
     return clf
 
 
+def assert_same_arrays(store, other):
+    for name, array in store.arrays().items():
+        assert torch.equal(array, other.arrays()[name]), name
+
+
 def assert_same_model(dense, sparse, X=X_DIGITS):
     assert dense._value_model.store == "dense"
     assert sparse._value_model.store == "sparse"
@@ -124,9 +129,7 @@ def test_order_and_split_do_not_change_the_store(limit):
     order = np.random.RandomState(0).permutation(len(Y_DIGITS))
     one = KeyValueBottleneckClassifier(codebook=KEYS).fit(X_DIGITS[order], Y_DIGITS[order])
     streamed = fitted(limit, SPARSE, X_DIGITS, Y_DIGITS, how="stream")
-    for name in ("indptr", "columns", "counts"):
-        assert torch.equal(getattr(one._value_model.sparse, name),
-                           getattr(streamed._value_model.sparse, name))
+    assert_same_arrays(one._value_model.sparse, streamed._value_model.sparse)
 
 
 def test_memory_grows_with_the_pairs_seen_not_with_the_classes(limit):
@@ -137,7 +140,8 @@ def test_memory_grows_with_the_pairs_seen_not_with_the_classes(limit):
     rows = codes + 16 * np.arange(8)
     pairs = np.unique((rows * 10 + Y_DIGITS[:, None]).reshape(-1))
     assert model.sparse.n_entries == len(pairs) == np.count_nonzero(clf.class_counts_)
-    assert model.storage_bytes == (N_ROWS + 1) * 8 + len(pairs) * (2 + 4)
+    # One chunk of 16 rows per codebook: its int64 offsets, then 6 bytes a pair.
+    assert model.storage_bytes == 8 * (16 + 1) * 8 + len(pairs) * (2 + 4)
     # With 1,000 classes given upfront, the same samples store the same pairs.
     limit(SPARSE)
     many = KeyValueBottleneckClassifier(codebook=KEYS)
@@ -152,9 +156,7 @@ def test_unlearning_equals_fitting_without_the_samples(limit):
     sparse = fitted(limit, SPARSE, X_DIGITS, Y_DIGITS, how="stream")
     sparse.unlearn(X_DIGITS[~keep], Y_DIGITS[~keep])
     never = fitted(limit, SPARSE, X_DIGITS[keep], Y_DIGITS[keep])
-    for name in ("indptr", "columns", "counts"):
-        assert torch.equal(getattr(sparse._value_model.sparse, name),
-                           getattr(never._value_model.sparse, name))
+    assert_same_arrays(sparse._value_model.sparse, never._value_model.sparse)
     np.testing.assert_array_equal(sparse.predict_proba(X_DIGITS), never.predict_proba(X_DIGITS))
     dense = fitted(limit, DENSE, X_DIGITS[keep], Y_DIGITS[keep])
     assert_same_model(dense, sparse)
@@ -217,7 +219,7 @@ def test_a_model_pickled_before_the_sparse_store_existed_loads_dense(limit):
 
 def test_a_corrupted_sparse_store_fails_its_digest(limit):
     state = fitted(limit, SPARSE, X_DIGITS, Y_DIGITS).__getstate__()
-    state["_value_model"].sparse.counts[0] += 1
+    state["_value_model"].sparse.chunks[0][2][0] += 1
     with pytest.raises(ValueError, match="digest"):
         KeyValueBottleneckClassifier().__setstate__(state)
 
@@ -243,12 +245,16 @@ def random_batch(seed, n_samples=50, n_classes=6):
     return rows, torch.as_tensor(rng.randint(n_classes, size=n_samples))
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 16, 5])
 @pytest.mark.parametrize("slices", [False, True])
-def test_store_equals_the_dense_table_through_adds_and_removals(slices, monkeypatch):
+def test_store_equals_the_dense_table_through_adds_and_removals(slices, chunk_rows, monkeypatch):
+    """One chunk, a chunk per codebook, and chunks across codebooks (the last
+    one shorter) hold the same counts and read the same logits."""
     if slices:  # merge and move the entries a few at a time
         monkeypatch.setattr(sparse_counts, "MERGE_ENTRIES", 50)
         monkeypatch.setattr(sparse_counts, "COPY_ENTRIES", 7)
-    store, table = SparseCounts.empty(N_ROWS, 6, "cpu"), torch.zeros(N_ROWS, 6)
+    store = SparseCounts.empty(N_ROWS, 6, "cpu", chunk_rows=chunk_rows)
+    table = torch.zeros(N_ROWS, 6)
     for seed in range(4):
         rows, labels = random_batch(seed)
         weights = torch.as_tensor(np.random.RandomState(seed).randint(0, 3, size=50),
@@ -258,12 +264,14 @@ def test_store_equals_the_dense_table_through_adds_and_removals(slices, monkeypa
                             weights.repeat_interleave(8))
         assert torch.equal(store.to_dense(), table)
         assert store.n_entries == int((table > 0).sum())
-    assert torch.equal(SparseCounts.from_dense(table).to_dense(), table)
+    assert torch.equal(SparseCounts.from_dense(table, chunk_rows).to_dense(), table)
+    rows, _ = random_batch(9)
+    torch.testing.assert_close(store.logits(rows, 0.5), count.decode_counts(table, rows, 0.5))
     rows, labels = random_batch(0)
     removed, overdrawn = store.removed(rows.reshape(-1), labels.repeat_interleave(8),
                                        torch.ones(400))
     assert overdrawn > 0  # weights 0 to 2 were added: some pairs had less than one
-    assert bool((removed.counts > 0).all())
+    assert bool((removed.arrays()["counts"] > 0).all())
 
 
 def test_columns_can_be_reordered_and_dropped():
@@ -297,3 +305,80 @@ def test_the_engine_model_takes_a_store_argument():
         model = CountValues(8, 16, 5, growing=True, device=torch.device("cpu"), store=store)
         assert model.store == store
         assert model.add_classes(np.arange(-1, 5)).store == store
+
+
+@pytest.mark.parametrize("slices", [False, True])
+def test_adds_that_raise_are_undone_exactly(slices, monkeypatch):
+    if slices:  # several merges of one chunk in one add_
+        monkeypatch.setattr(sparse_counts, "MERGE_ENTRIES", 50)
+        monkeypatch.setattr(sparse_counts, "COPY_ENTRIES", 7)
+    store = SparseCounts.empty(N_ROWS, 6, "cpu", chunk_rows=16)
+    rows, labels = random_batch(0)
+    store.add_(rows.t().reshape(-1), labels.repeat(8), torch.full((400,), 0.3))
+    before = SparseCounts(list(store.chunks), 6, 16)
+    with pytest.raises(KeyboardInterrupt), store.undone_on_error():
+        for seed in (1, 2):
+            rows, labels = random_batch(seed)
+            store.add_(rows.t().reshape(-1), labels.repeat(8), torch.full((400,), 0.7))
+        assert not torch.equal(store.to_dense(), before.to_dense())
+        raise KeyboardInterrupt
+    assert_same_arrays(store, before)
+    assert store._journal is None
+
+
+def test_learning_replaces_chunks_and_leaves_the_old_ones_as_they_were():
+    """add_ builds new chunks: tensors an older store holds never change."""
+    store = SparseCounts.empty(N_ROWS, 6, "cpu", chunk_rows=16)
+    rows, labels = random_batch(0)
+    store.add_(rows.t().reshape(-1), labels.repeat(8), torch.ones(400))
+    old = store.to(torch.device("cpu"))  # shares every chunk tensor
+    dense = old.to_dense()
+    store.add_(rows[:, :1].reshape(-1), labels, torch.ones(50))  # codebook 0 only
+    assert store.chunks[0][2] is not old.chunks[0][2]
+    assert all(
+        new is held
+        for chunks in zip(store.chunks[1:], old.chunks[1:])
+        for new, held in zip(*chunks)
+    )
+    assert torch.equal(old.to_dense(), dense)
+
+
+def test_a_failed_partial_fit_with_new_classes_leaves_the_store_as_it_was(limit, monkeypatch):
+    """The grown store shares its chunks with the old one: a failure undoes the adds."""
+    first = Y_DIGITS < 5
+    clf = fitted(limit, SPARSE, X_DIGITS[first], Y_DIGITS[first], how="stream")
+    before = clf.decision_function(X_DIGITS)
+    arrays = clf._value_model.sparse.arrays()
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(clf._calibration), "add", fail)
+        with pytest.raises(KeyboardInterrupt):
+            clf.partial_fit(X_DIGITS[~first], Y_DIGITS[~first])
+    np.testing.assert_array_equal(clf.classes_, np.arange(5))
+    for name, array in clf._value_model.sparse.arrays().items():
+        assert torch.equal(array, arrays[name]), name
+    np.testing.assert_array_equal(clf.decision_function(X_DIGITS), before)
+    clf.partial_fit(X_DIGITS[~first], Y_DIGITS[~first])  # and it goes on as if never failed
+    never_failed = fitted(limit, SPARSE, X_DIGITS[first], Y_DIGITS[first], how="stream")
+    never_failed.partial_fit(X_DIGITS[~first], Y_DIGITS[~first])
+    assert_same_arrays(clf._value_model.sparse, never_failed._value_model.sparse)
+
+
+def test_a_store_pickled_as_one_array_loads(limit):
+    """Stores saved before chunks existed (one indptr, columns, counts) load as one chunk."""
+    clf = fitted(limit, SPARSE, X_DIGITS, Y_DIGITS)
+    state = clf.__getstate__()
+    store = state["_value_model"].sparse
+    old = SparseCounts.__new__(SparseCounts)
+    vars(old).update(store.arrays(), n_classes=store.n_classes)  # the layout before chunks
+    state["_value_model"].sparse = old
+    loaded = KeyValueBottleneckClassifier.__new__(KeyValueBottleneckClassifier)
+    loaded.__setstate__(pickle.loads(pickle.dumps(state)))  # the digest still matches
+    assert len(loaded._value_model.sparse.chunks) == 1
+    np.testing.assert_array_equal(loaded.predict_proba(X_DIGITS), clf.predict_proba(X_DIGITS))
+    loaded.partial_fit(X_DIGITS[:100], Y_DIGITS[:100])
+    clf.partial_fit(X_DIGITS[:100], Y_DIGITS[:100])
+    np.testing.assert_array_equal(loaded.class_counts_, clf.class_counts_)

@@ -44,6 +44,10 @@ class ValueModel:
     reads_class_weights = False
     #: The estimators' ``decoder`` name: how fetched values become logits.
     decoder = "mean"
+    #: Whether a model :meth:`add_classes` returned shares storage with the one
+    #: it grew from, so that training it must be guarded (:meth:`restored_on_error`)
+    #: even on the call that grew it.
+    shares_storage = False
 
     def __init__(self, n_codebooks, n_keys, n_classes, growing, device):
         self.n_codebooks = n_codebooks

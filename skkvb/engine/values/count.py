@@ -10,7 +10,7 @@ on dense tables; with many classes :class:`CountValues` keeps its counts in a
 """
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from copy import copy as _shallow_copy
 
 import numpy as np
@@ -151,7 +151,9 @@ class CountValues(ValueModel):
     ``table`` is None) that holds only the (key, class) pairs seen -- about 6
     bytes each (8 beyond 32,767 classes) -- and computes values as they are
     read. Both give the same counts, and logits equal up to float32 rounding.
-    A growing class set that crosses the limit switches from dense to sparse
+    The sparse store keeps one chunk per codebook and learning replaces the
+    chunks one at a time, so a growing store needs little more memory than it
+    takes. A growing class set that crosses the limit switches from dense to sparse
     when the class is added; the store never switches back. ``store="dense"``
     or ``"sparse"`` fixes it. :meth:`values` and :meth:`class_counts` return
     dense tables whatever the store.
@@ -173,7 +175,9 @@ class CountValues(ValueModel):
             self.n_codebooks, self.n_keys = n_codebooks, n_keys
             self.n_classes, self.growing, self.n_steps = n_classes, growing, 0
             self.table = None
-            self.sparse = SparseCounts.empty(n_codebooks * n_keys, n_classes, device)
+            self.sparse = SparseCounts.empty(
+                n_codebooks * n_keys, n_classes, device, chunk_rows=n_keys
+            )
         # Samples learned per class, zero weights included: the exact record of
         # which classes a model has seen, which the float counts cannot give.
         self.samples = np.zeros(n_classes, dtype=np.int64)
@@ -211,17 +215,30 @@ class CountValues(ValueModel):
             grown = super().add_classes(source)
         else:
             grown = _shallow_copy(self)
-            sparse = self.sparse if self.sparse is not None else SparseCounts.from_dense(self.table)
+            sparse = self.sparse
+            if sparse is None:
+                sparse = SparseCounts.from_dense(self.table, chunk_rows=self.n_keys)
+            # Classes appended: the grown store shares this one's chunks (see
+            # shares_storage), so that learning frees the old ones as it goes.
             grown.table, grown.sparse = None, sparse.with_columns(source)
             grown.n_classes = len(source)
         grown.samples = np.where(source >= 0, self.samples[np.maximum(source, 0)], 0)
         return grown
 
+    @property
+    def shares_storage(self):
+        # A sparse store grown by add_classes shares its chunks with the model
+        # it grew from, and learning replaces them in place: always guarded.
+        return self.sparse is not None
+
     @contextmanager
     def restored_on_error(self, rows):
         samples = self.samples  # replaced, never changed in place
-        sparse = self.sparse  # likewise: a store is never changed in place
-        guard = super().restored_on_error(rows) if sparse is None else nullcontext()
+        sparse = self.sparse
+        if sparse is None:
+            guard = super().restored_on_error(rows)
+        else:  # the chunks add_ replaced are swapped back, exactly
+            guard = sparse.undone_on_error()
         try:
             with guard:
                 yield
@@ -244,7 +261,7 @@ class CountValues(ValueModel):
         if self.sparse is None:
             add_counts(self.table, rows, labels, weights)
         else:
-            self.sparse = self.sparse.added(*self._entries(rows, labels, weights))
+            self.sparse.add_(*self._entries(rows, labels, weights))
         self.samples = self.samples + self._per_class(labels)
         if on_pass is not None:
             on_pass(time.perf_counter() - tic, None)
@@ -252,14 +269,15 @@ class CountValues(ValueModel):
 
     def _entries(self, rows, labels, weights):
         """The (row, class column, float32 weight) of every fetched entry, 1-d:
-        what the sparse store adds or removes for these samples."""
+        what the sparse store adds or removes for these samples. Codebook-major,
+        so that the store merges each of its chunks (a codebook) about once."""
         n_samples, n_codebooks = rows.shape
         if weights is None:
             weights = torch.ones(n_samples, dtype=torch.float32, device=self.device)
         return (
-            rows.reshape(-1),
-            labels.unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
-            weights.to(torch.float32).unsqueeze(1).expand(n_samples, n_codebooks).reshape(-1),
+            rows.t().reshape(-1),
+            labels.unsqueeze(0).expand(n_codebooks, n_samples).reshape(-1),
+            weights.to(torch.float32).unsqueeze(0).expand(n_codebooks, n_samples).reshape(-1),
         )
 
     def add_entries(self, rows, columns, weights):
@@ -270,7 +288,7 @@ class CountValues(ValueModel):
                 (rows, columns), weights.to(self.table.dtype), accumulate=True
             )
         else:
-            self.sparse = self.sparse.added(rows, columns, weights.to(torch.float32))
+            self.sparse.add_(rows, columns, weights.to(torch.float32))
 
     def logits(self, rows, *, count_smoothing, class_weights=None):
         if self.sparse is None:
