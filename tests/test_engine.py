@@ -314,6 +314,24 @@ def test_ema_update_equals_the_dense_step_bit_for_bit():
             )
 
 
+def test_ema_update_keeps_the_search_operands_of_its_keys_exactly():
+    """ema_update refreshes the moved and revived keys' prepared operands in place;
+    they must equal those prepared from scratch, also when the power of two
+    of the keys' magnitude changes between steps."""
+    gen = torch.Generator().manual_seed(6)
+    state = init_ema_state(torch.randn(64, 4, 3, generator=gen), 40, torch_generator(0))
+    for step, magnitude in enumerate([1.0, 1.0, 1e-30, 1e-30, 1e30, 1.0]):
+        heads = torch.randn(64, 4, 3, generator=gen) * magnitude
+        ema_update(state, heads, 0.5, 0.3, torch_generator(step))  # dead keys revived too
+        fresh = prepare_keys(state.keys)
+        assert state.prepared.scale == fresh.scale
+        for name in ("keys_t", "sq_norms"):
+            np.testing.assert_array_equal(
+                getattr(state.prepared, name).numpy(), getattr(fresh, name).numpy(),
+                err_msg=f"{name}, step {step}",
+            )
+
+
 def test_ema_update_raises_when_the_sums_overflow():
     heads = torch.full((8, 1, 2), 3e38)
     state = init_ema_state(heads, 2, torch_generator(0))

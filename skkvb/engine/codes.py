@@ -25,6 +25,7 @@ __all__ = [
     "flat_codes",
     "nearest_keys",
     "prepare_keys",
+    "refresh_prepared_keys",
 ]
 
 # Upper bound on the distances held at once during a search (any device).
@@ -98,6 +99,28 @@ def prepare_keys(keys, key_mask=None, scale=None):
     return PreparedKeys(
         scaled.transpose(1, 2).contiguous(), sq_norms.unsqueeze(1), scale, keys, key_mask
     )
+
+
+def refresh_prepared_keys(prepared, rows):
+    """``prepare_keys(prepared.keys)`` after the keys at flat ``rows`` (``c * K + k``)
+    changed in place, the others as ``prepared`` has them: those rows are
+    recomputed, with the same operations per element, in place. The power of
+    two is checked on all keys (one pass): when it changes, or keys are masked,
+    everything is prepared again. Key fitting moves a few keys per batch, so
+    this saves preparing all of them (a transposed copy and the norms) each step.
+    """
+    keys = prepared.keys
+    low, high = torch.aminmax(keys)
+    scale = _power_of_two_scale(max(-low.item(), high.item()))
+    if prepared.key_mask is not None or scale != prepared.scale:
+        return prepare_keys(keys, prepared.key_mask)
+    n_keys, key_dim = keys.shape[1], keys.shape[2]
+    changed = keys.reshape(-1, key_dim).index_select(0, rows)
+    if scale != 1.0:
+        changed = changed * scale
+    prepared.keys_t[rows // n_keys, :, rows % n_keys] = changed
+    prepared.sq_norms.view(-1)[rows] = changed.pow(2).sum(-1)
+    return prepared
 
 
 def _scaled_heads(heads, prepared):

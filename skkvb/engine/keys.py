@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .codes import DEFAULT_CHUNK_BYTES, flat_codes, nearest_keys
+from .codes import (
+    DEFAULT_CHUNK_BYTES,
+    flat_codes,
+    nearest_keys,
+    prepare_keys,
+    refresh_prepared_keys,
+)
 from .threads import single_threaded
 
 __all__ = [
@@ -32,11 +38,14 @@ class EMAState:
 
     ``counts`` (C, K) is the EMA of how many heads each key attracted and
     ``sums`` (C, K, d_k) the EMA of their sum; ``keys = sums / smoothed(counts)``.
+    ``prepared`` is the search's ``prepare_keys(keys)``, kept up to date by
+    :func:`ema_update` (None until its first step).
     """
 
     keys: torch.Tensor
     counts: torch.Tensor
     sums: torch.Tensor
+    prepared: object = None
 
 
 def init_ema_state(heads, n_keys, generator):
@@ -92,8 +101,15 @@ def ema_update(state, heads, decay, dead_key_threshold, generator, chunk_bytes=D
     """
     n_threads = torch.get_num_threads()
     with single_threaded():
-        codes = nearest_keys(heads, state.keys, chunk_bytes=chunk_bytes, n_threads=n_threads)
-        _update_statistics(state, heads, codes, decay, dead_key_threshold, generator)
+        if state.prepared is None:
+            state.prepared = prepare_keys(state.keys)
+        codes = nearest_keys(
+            heads, state.keys, chunk_bytes=chunk_bytes, prepared=state.prepared,
+            n_threads=n_threads,
+        )
+        moved = _update_statistics(state, heads, codes, decay, dead_key_threshold, generator)
+        # Only the moved keys' search operands change: refreshed, not rebuilt.
+        state.prepared = refresh_prepared_keys(state.prepared, moved)
     return codes
 
 
@@ -104,6 +120,7 @@ def _update_statistics(state, heads, codes, decay, dead_key_threshold, generator
     the keys are computed for the hit rows only; the one pass over all the
     sums is their decay. Same operations, same order per element as the dense
     form ``sums * decay + (1 - decay) * batch_sums``: the same keys, bit for bit.
+    Returns the flat rows (``c * K + k``) of the keys it moved or revived.
     """
     n_samples, n_codebooks, key_dim = heads.shape
     n_keys = state.keys.shape[1]
@@ -142,6 +159,8 @@ def _update_statistics(state, heads, codes, decay, dead_key_threshold, generator
         state.keys[dead_codebook, dead_key] = revived
         state.sums[dead_codebook, dead_key] = revived
         state.counts[dead_codebook, dead_key] = 1.0
+        hit = torch.cat([hit, dead_codebook * n_keys + dead_key])
+    return hit
 
 
 def reseed_unused_keys(keys, unused, heads, generator, n_steps=5):
