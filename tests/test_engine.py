@@ -38,6 +38,7 @@ from skkvb.engine.values import (
     decode_stable,
     sgd_step,
 )
+from skkvb.engine.values import sgd as sgd_module
 from skkvb.engine.values.sgd import smoothed_targets
 
 
@@ -393,8 +394,12 @@ def test_engine_counts_and_decoder_match_slow_references():
 
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sparse_sgd_step_equals_dense_autograd_and_torch_sgd(weighted):
+def test_sparse_sgd_step_equals_dense_autograd_and_torch_sgd(weighted, grouped, monkeypatch):
+    """Also with the codebooks gathered and scattered in groups (a wide step)."""
+    if grouped:  # blocks of 2 codebooks: 3 groups of 6
+        monkeypatch.setattr(sgd_module, "STEP_BLOCK_BYTES", 2 * 4 * 32 * 4)
     gen = torch.Generator().manual_seed(0)
     n_codebooks, n_keys, n_outputs, n_batch = 6, 5, 4, 32
     codes = torch.randint(n_keys, (n_batch, n_codebooks), generator=gen)  # many duplicates
@@ -436,7 +441,10 @@ def test_sgd_step_sums_duplicate_rows_as_a_sample_major_scatter_bit_for_bit():
         np.testing.assert_array_equal(values.numpy(), expected.numpy())
 
 
-def test_sgd_step_touches_only_fetched_rows():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_sgd_step_touches_only_fetched_rows(grouped, monkeypatch):
+    if grouped:  # one codebook at a time
+        monkeypatch.setattr(sgd_module, "STEP_BLOCK_BYTES", 1)
     values = torch.randn(20, 3)
     rows = torch.tensor([[0, 7], [0, 12]])
     before = values.clone()

@@ -22,6 +22,18 @@ __all__ = [
 # Step size per codebook of learning_rate="auto" (see auto_learning_rate).
 AUTO_LEARNING_RATE_PER_CODEBOOK = 1.0
 
+# Largest (batch x codebooks x outputs) float32 block a step gathers or
+# scatters at once. Wider steps take the codebooks in groups, so that the
+# block stays in the cache: otherwise a step over hundreds of classes streams
+# a block of hundreds of MB through memory twice and costs more than its width.
+STEP_BLOCK_BYTES = 8 * 2**20
+
+
+def _codebook_groups(n_batch, n_codebooks, n_outputs):
+    """Slices of codebooks whose (n_batch x group x n_outputs) block fits STEP_BLOCK_BYTES."""
+    size = max(1, STEP_BLOCK_BYTES // (4 * n_batch * max(n_outputs, 1)))
+    return [slice(start, start + size) for start in range(0, n_codebooks, size)]
+
 
 def auto_learning_rate(n_codebooks):
     """The learning rate that ``learning_rate="auto"`` uses: ``1.0 * C``.
@@ -64,7 +76,16 @@ def sgd_step(values, rows, labels, learning_rate, label_smoothing, weights=None)
     """
     n_batch, n_codebooks = rows.shape
     n_outputs = values.shape[1]
-    probabilities = torch.softmax(decode(values, rows), dim=1)
+    groups = _codebook_groups(n_batch, n_codebooks, n_outputs)
+    if len(groups) == 1:
+        logits = decode(values, rows)
+    else:  # the same mean, a group of codebooks at a time (rounding may differ)
+        logits = sum(
+            values.index_select(0, rows[:, group].reshape(-1))
+            .view(n_batch, -1, n_outputs).sum(1)
+            for group in groups
+        ).div_(n_codebooks)
+    probabilities = torch.softmax(logits, dim=1)
     grad_logits = probabilities - smoothed_targets(labels, n_outputs, label_smoothing)
     if weights is not None:
         grad_logits *= weights.unsqueeze(1)
@@ -73,12 +94,17 @@ def sgd_step(values, rows, labels, learning_rate, label_smoothing, weights=None)
     # times faster than index_add_ along dim 0 for this shape. Codebook-major
     # order: each codebook's rows lie in one block of K table rows, so the
     # scatter walks the table block by block (1.3-1.6x faster on CPU), and every
-    # row still receives its samples' steps in batch order: the same sums.
-    values.index_put_(
-        (rows.T.reshape(-1),),
-        step.unsqueeze(0).expand(n_codebooks, n_batch, n_outputs).reshape(-1, n_outputs),
-        accumulate=True,
-    )
+    # row still receives its samples' steps in batch order: the same sums,
+    # whether the codebooks go in one group or several.
+    rows_by_codebook = rows.T
+    for group in groups:
+        group_rows = rows_by_codebook[group].reshape(-1)
+        n_group = group_rows.numel() // n_batch
+        values.index_put_(
+            (group_rows,),
+            step.unsqueeze(0).expand(n_group, n_batch, n_outputs).reshape(-1, n_outputs),
+            accumulate=True,
+        )
 
 
 class SGDValues(ValueModel):
