@@ -46,8 +46,12 @@ from .engine.values import DECODER_MODELS, VALUE_MODELS
 
 __all__ = ["KeyValueBottleneckClassifier"]
 
-# Rows encoded and decoded at a time in prediction, to bound memory.
+# Rows encoded and decoded at a time in prediction, to bound memory: at most
+# PREDICT_CHUNK_ROWS, fewer (not below PREDICT_MIN_ROWS) where the values a
+# chunk gathers, (rows, codebooks, classes) float32, would pass PREDICT_BLOCK_BYTES.
 PREDICT_CHUNK_ROWS = 4096
+PREDICT_MIN_ROWS = 256
+PREDICT_BLOCK_BYTES = 64 * 2**20
 # Non-integer weights were summed in float32: an unlearned count at most this
 # fraction of the weight taken from it below zero is rounding, not a sample
 # that was never learned.
@@ -911,13 +915,16 @@ class KeyValueBottleneckClassifier(
         parameters = self._prediction_parameters()
         encode_chunk = self._chunk_encoder(self._key_mask())
         out = np.empty((X.shape[0], len(self.classes_)), dtype=np.float32)
-        for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
-            codes = encode_chunk(X[start : start + PREDICT_CHUNK_ROWS])
+        # Each row's logits are its own: the chunk size changes no result.
+        per_row = 4 * self._value_model.n_codebooks * max(len(self.classes_), 1)
+        chunk = min(PREDICT_CHUNK_ROWS, max(PREDICT_MIN_ROWS, PREDICT_BLOCK_BYTES // per_row))
+        for start in range(0, X.shape[0], chunk):
+            codes = encode_chunk(X[start : start + chunk])
             rows = flat_codes(codes, self._value_model.n_keys)
             with single_threaded():  # small gathers: one thread (see engine.threads)
-                inputs = self._rule_inputs(X[start : start + PREDICT_CHUNK_ROWS], codes)
+                inputs = self._rule_inputs(X[start : start + chunk], codes)
                 logits = self._value_model.logits(rows, **inputs, **parameters)
-            out[start : start + PREDICT_CHUNK_ROWS] = logits.cpu().numpy()
+            out[start : start + chunk] = logits.cpu().numpy()
         return out
 
     def decision_function(self, X: MatrixLike) -> np.ndarray:

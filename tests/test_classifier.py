@@ -92,6 +92,11 @@ def test_predictions_do_not_depend_on_batch_or_chunk_size(data):
     ):
         np.testing.assert_array_equal(clf.predict_proba(X), whole)
         np.testing.assert_array_equal(clf.predict_proba(sp.csr_matrix(X)), whole)
+    # Chunks cut down to the value-block budget (many classes): the same.
+    with mock.patch.object(skkvb._classifier, "PREDICT_BLOCK_BYTES", 1), mock.patch.object(
+        skkvb._classifier, "PREDICT_MIN_ROWS", chunk_rows
+    ):
+        np.testing.assert_array_equal(clf.predict_proba(X), whole)
 
 
 MEMORY_SCRIPT = r"""
