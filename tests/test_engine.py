@@ -13,6 +13,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from skkvb.engine.codes import (
+    CPU_BLOCK_BYTES,
     block_shape,
     count_usage,
     encode,
@@ -141,7 +142,7 @@ def test_gpu_blocks_span_all_codebooks_within_the_budget():
     assert block_shape(256, 4096, True, 256 * 2**20) == (256, 64)
     assert block_shape(256, 4096, True, 2**20) == (64, 1)
     group, rows = block_shape(256, 4096, False, 256 * 2**20)
-    assert group == 1 and rows * 4096 * 4 <= 2**20
+    assert group == 1 and rows * 4096 * 4 <= CPU_BLOCK_BYTES
 
 
 def test_masked_search_equals_brute_force_over_allowed_keys():
