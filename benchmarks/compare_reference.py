@@ -182,6 +182,7 @@ def run_ours(cfg, args):
         n_codebooks=cfg["n_codebooks"], n_keys=cfg["n_keys"], key_dim=cfg["key_dim"],
         decay=DECAY, max_iter=1, batch_size=args.batch_size,
         dead_key_threshold=DEAD_KEY_THRESHOLD, device="cpu", random_state=0,
+        n_jobs=args.threads,  # n_jobs=None would be one thread, whatever torch's setting
     )
     measure(figures, "key_epoch", lambda: codebook.fit(X))
     codes = measure(figures, "encode", lambda: codebook.transform(X))
@@ -190,7 +191,7 @@ def run_ours(cfg, args):
         codebook=FrozenEstimator(codebook), learning_rate=float(cfg["n_codebooks"]),
         max_iter=args.value_epochs, batch_size=args.batch_size,
         label_smoothing=LABEL_SMOOTHING, device="cpu", random_state=0, verbose=1,
-        value_update="sgd",
+        value_update="sgd", n_jobs=args.threads,
     )
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
