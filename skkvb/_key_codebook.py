@@ -25,6 +25,7 @@ from ._validation import Count, first_partial_fit, validate_features
 from .engine.heads import PROJECTIONS, head_shape, make_projection, project
 from .engine.keys import ema_update, init_ema_state, resume_ema_state
 from .engine.seeding import draw_seed, torch_generator
+from .engine.whitening import whitening_matrix
 
 __all__ = ["AUTO_MAX_KEYS", "KeyCodebook", "auto_n_keys"]
 
@@ -47,6 +48,10 @@ def auto_n_keys(n_samples, stream):
     --shape 64x256x32``, in ``benchmarks/results/``).
     """
     return AUTO_MAX_KEYS if stream else min(AUTO_MAX_KEYS, n_samples)
+
+
+# whiten builds a float64 (n_features, n_features) covariance: 512 MiB here.
+MAX_WHITEN_FEATURES = 8192
 
 
 def _dense_rows(rows):
@@ -76,16 +81,36 @@ class KeyCodebook(
         :meth:`partial_fit`, 4096, since a stream's first batch does not bound
         the data to come. ``n_keys_`` is the number used.
     key_dim : int, default=32
-        Dimension d_k of each head and key (``projection="gaussian"`` only).
+        Dimension d_k of each head and key (``projection="gaussian"`` or
+        ``"orthogonal"`` only).
         The "Accuracy" page of the documentation compares shapes; the paper's
         is ``n_codebooks=256, n_keys=4096, key_dim=14``.
-    projection : {"gaussian", "partition", "none"}, default="gaussian"
+    projection : {"gaussian", "orthogonal", "partition", "none"}, default="gaussian"
         ``"gaussian"``: a fixed Gaussian random projection with unit-norm
-        columns, drawn with numpy from ``random_state``. ``"partition"``: split
+        columns, drawn with numpy from ``random_state``. ``"orthogonal"``: the
+        same columns orthonormalised in blocks of ``n_features`` (orthogonal
+        random features), so that the heads together keep the input's
+        distances instead of stretching some directions; use it with
+        ``whiten``. ``"partition"``: split
         the features into ``n_codebooks`` contiguous chunks (for
         low-dimensional inputs; ``key_dim`` is then ``ceil(n_features /
         n_codebooks)``, shorter chunks zero-padded). ``"none"``: one codebook
         on the raw input (``n_codebooks`` and ``key_dim`` are ignored).
+    whiten : int or None, default=None
+        ``None``: project the inputs as they are. ``m``: first map them onto
+        the ``m`` leading principal components of the data the keys are
+        fitted on (:meth:`fit`'s X, or the *first* batch of
+        :meth:`partial_fit`), each divided by ``sqrt(variance + 0.1 * mean
+        variance)``, so that distances weigh all of those directions alike
+        (whitening; the shrinkage keeps near-constant directions from being
+        blown up). The map is fitted without labels, once, and multiplied into
+        ``projection_``, so encoding costs the same; like the keys, it weighs
+        every row alike (a classifier's ``sample_weight`` does not enter it), and
+        inputs may have at most 8192 features. Opt-in, for embeddings of
+        a pre-trained encoder: with ``m=256`` and ``projection="orthogonal"``
+        counting values gained 4 to 6 points on EfficientNet-Lite0 embeddings
+        of MNIST and were within 0.6 points on Fashion-MNIST, but lost 1 to 2
+        points on raw digits pixels ("Accuracy" page, round 3).
     decay : float, default=0.95
         EMA decay of the key statistics, in [0, 1).
     max_iter : int, default=10
@@ -118,7 +143,8 @@ class KeyCodebook(
     keys_ : ndarray of shape (`n_codebooks_`, `n_keys_`, `key_dim_`), float32
         The fitted keys.
     projection_ : ndarray of shape (`n_features_in_`, `n_codebooks_` * `key_dim_`), float32
-        The fixed projection from inputs to heads.
+        The fixed projection from inputs to heads (with ``whiten``, the
+        whitening map times the random projection).
     key_counts_ : ndarray of shape (`n_codebooks_`, `n_keys_`), float32
         EMA count of heads assigned to each key at the last step.
     n_codebooks_ : int
@@ -185,6 +211,7 @@ class KeyCodebook(
         "n_keys": [Count(), StrOptions({"auto"})],
         "key_dim": [Count()],
         "projection": [StrOptions(set(PROJECTIONS))],
+        "whiten": [Count(), None],
         "decay": [Interval(Real, 0, 1, closed="left")],
         "max_iter": [Count()],
         "batch_size": [Count()],
@@ -200,7 +227,8 @@ class KeyCodebook(
         n_codebooks: int = 64,
         n_keys: int | Literal["auto"] = "auto",
         key_dim: int = 32,
-        projection: Literal["gaussian", "partition", "none"] = "gaussian",
+        projection: Literal["gaussian", "orthogonal", "partition", "none"] = "gaussian",
+        whiten: int | None = None,
         decay: float = 0.95,
         max_iter: int = 10,
         batch_size: int = 256,
@@ -214,6 +242,7 @@ class KeyCodebook(
         self.n_keys = n_keys
         self.key_dim = key_dim
         self.projection = projection
+        self.whiten = whiten
         self.decay = decay
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -223,8 +252,21 @@ class KeyCodebook(
         self.verbose = verbose
         self.n_jobs = n_jobs
 
-    def _check_partition(self, X):
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if not hasattr(self, "whiten"):  # pickled before whiten existed: it was off
+            self.whiten = None
+
+    def _check_input_width(self, X):
         n_features = X.shape[1]
+        if self.whiten is not None and n_features > MAX_WHITEN_FEATURES:
+            raise ValueError(
+                f"whiten={self.whiten} needs the {n_features} x {n_features} covariance of "
+                f"the inputs; at most {MAX_WHITEN_FEATURES} features are supported. Reduce "
+                "the inputs first (e.g. sklearn.decomposition.PCA) or use whiten=None."
+            )
+        if self.whiten is not None:
+            n_features = min(n_features, self.whiten)
         if self.projection == "partition" and self.n_codebooks > n_features:
             raise ValueError(
                 f"Found array with {n_features} feature(s) (shape={X.shape}) while "
@@ -251,10 +293,10 @@ class KeyCodebook(
             The fitted codebook.
         """
         X = validate_features(self, X, reset=True)
-        self._check_partition(X)
+        self._check_input_width(X)
         device = resolve_device(self.device)
         self._random_state = check_random_state(self.random_state)
-        self._start(X.shape, stream=False)
+        self._start(X, stream=False)
         state = None
         with progress_bar(self.max_iter, "keys", "epoch", self.verbose) as bar:
             for _ in range(self.max_iter):
@@ -288,11 +330,11 @@ class KeyCodebook(
         """
         first_call = first_partial_fit(self, "keys_")
         X = validate_features(self, X, reset=first_call)
-        self._check_partition(X)
+        self._check_input_width(X)
         device = resolve_device(self.device)
         if first_call:
             self._random_state = check_random_state(self.random_state)
-            self._start(X.shape, stream=True)
+            self._start(X, stream=True)
             state = None
         else:
             state = self._load_state(device)
@@ -385,15 +427,20 @@ class KeyCodebook(
         keys = torch.as_tensor(self.keys_, device=device)
         return projection, keys
 
-    def _start(self, shape, stream):
-        n_samples, n_features = shape
+    def _start(self, X, stream):
+        n_samples, n_features = X.shape
+        whitening = None if self.whiten is None else whitening_matrix(X, self.whiten)
+        n_inputs = n_features if whitening is None else whitening.shape[1]
         self.n_codebooks_, self.key_dim_ = head_shape(
-            self.projection, n_features, self.n_codebooks, self.key_dim
+            self.projection, n_inputs, self.n_codebooks, self.key_dim
         )
         self.n_keys_ = auto_n_keys(n_samples, stream) if self.n_keys == "auto" else self.n_keys
-        self.projection_ = make_projection(
-            self.projection, n_features, self.n_codebooks, self.key_dim, self._random_state
+        projection = make_projection(
+            self.projection, n_inputs, self.n_codebooks, self.key_dim, self._random_state
         )
+        if whitening is not None:
+            projection = (whitening @ projection).astype(np.float32)
+        self.projection_ = projection
         self.n_steps_ = 0
 
     def _ema_epoch(self, X, order, state, device):
