@@ -21,6 +21,9 @@ from ._peers import (
 
 __all__ = ["Method", "make_methods", "dkvb_shape_for"]
 
+# dkvb-whiten's components: the round-3 setting of the "Accuracy" page.
+WHITEN_COMPONENTS = 256
+
 
 @dataclass
 class Method:
@@ -90,7 +93,10 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto", n_jobs=None):
         one-pass counting values; ``dkvb-residual`` the same keys with
         the opt-in ``value_update="count-residual"`` (counts plus per-key
         class residual sums, also one pass); ``dkvb-sgd`` the paper's
-        SGD-trained values (``value_update="sgd"``).
+        SGD-trained values (``value_update="sgd"``); ``dkvb-whiten`` counting
+        values on keys whose projection first whitens the key data's 256
+        leading principal components (``KeyCodebook(whiten=256,
+        projection="orthogonal")``, opt-in).
     device : str
         Device of DKVB.
     n_jobs : int or None
@@ -120,6 +126,13 @@ def make_methods(n_features, *, dkvb_shape=None, device="auto", n_jobs=None):
         _dkvb(
             "dkvb-residual", f"DKVB, {described}, counts + residual statistics", shape,
             device, n_jobs, value_update="count-residual",
+        )
+    )
+    methods.append(
+        _dkvb(
+            "dkvb-whiten",
+            f"DKVB, {described}, whitened key data (256 components), counting values",
+            {**shape, "whiten": WHITEN_COMPONENTS, "projection": "orthogonal"}, device, n_jobs,
         )
     )
     methods.append(
