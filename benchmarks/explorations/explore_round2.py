@@ -28,6 +28,17 @@ training inputs while values and peers learn from the other half), it scores:
   them) before any value is written; first batch = the first class-incremental
   phase or a random batch of the same size;
 * ``shapes``: counting values on other codebook shapes;
+* ``cov`` (round 3): the residual rule with each codebook's residuals
+  measured in the metric of its pooled within-(key, class) covariance
+  (ridge ``--cov-shrinks``) instead of an isotropic variance;
+* ``lda`` (round 3): streaming LDA's pooled within-class covariance of the
+  concatenated heads: alone with one key per codebook (head LDA), added to
+  the counting logits (``lda-hybrid``), or as the metric of the per-(key,
+  class) residual means (``lda-residual``);
+* ``--prep`` (round 3): a linear map fitted on the key data alone before
+  anything else (``whiten:s``, ``pcaw:m:s``, ``pca:m``; see :func:`prepare`),
+  and ``--projection orthogonal``: orthogonal random features instead of
+  independent Gaussian columns;
 * the peers (streaming LDA, nearest class mean, RanPAC-style ridge).
 
 Counting-type rules are sums over samples; ``--check-order`` rebuilds their
@@ -99,12 +110,68 @@ def task_data(dataset, keys, seed):
     return load_task(OTHER[dataset])[0], OTHER[dataset], Z_train, y_train, Z_test, y_test
 
 
+def orthogonal_projection(kind, n_features, n_codebooks, key_dim, rng):
+    """Gaussian columns orthonormalised in blocks of ``n_features``: each block
+    is an orthonormal set, so with ``C * d_k`` a multiple of ``n_features`` the
+    heads keep squared distances exactly (up to a factor), where independent
+    Gaussian columns distort them (Marchenko-Pastur spread)."""
+    matrix = rng.standard_normal((n_features, n_codebooks * key_dim))
+    for start in range(0, matrix.shape[1], n_features):
+        block = matrix[:, start : start + n_features]
+        q, r = np.linalg.qr(block)
+        matrix[:, start : start + n_features] = q * np.sign(np.diag(r))
+    return matrix.astype(np.float32)
+
+
 @KEY_CACHE.cache(ignore=["Z_key"])
-def fit_keys(Z_key, key_name, n_key_rows, shape, seed, epochs):
+def fit_keys(Z_key, key_name, n_key_rows, shape, seed, epochs, projection="gaussian"):
     """A fitted KeyCodebook (cached on disk by key data name, shape, seed, epochs)."""
+    import skkvb._key_codebook as key_codebook_module
+
     c, k, d = shape
-    return KeyCodebook(n_codebooks=c, n_keys=k, key_dim=d, max_iter=epochs,
-                       random_state=seed).fit(Z_key)
+    original = key_codebook_module.make_projection
+    if projection == "orthogonal":  # exploration only: the library has no such mode
+        key_codebook_module.make_projection = orthogonal_projection
+    try:
+        return KeyCodebook(n_codebooks=c, n_keys=k, key_dim=d, max_iter=epochs,
+                           random_state=seed).fit(Z_key)
+    finally:
+        key_codebook_module.make_projection = original
+
+
+def prepare(kind, Z_key, Z_train, Z_test):
+    """The three sets under a linear map fitted on the key data alone (no labels).
+
+    ``none``: as they are. ``whiten:s``: principal components of the key data,
+    each divided by ``sqrt(lambda_i + s * mean(lambda))`` -- whitening whose
+    gain on the weakest directions is bounded by the shrinkage ``s`` (large
+    ``s``: a rotation, as ``none`` up to scale). ``pcaw:m:s``: the same on the
+    ``m`` leading components only. ``pca:m``: the ``m`` leading components,
+    not rescaled. The map is fitted on the key data only, like the keys, so
+    it depends on no label and no task sample under ``--keys other``.
+    """
+    if kind == "none":
+        return Z_key, Z_train, Z_test
+    name, *params = kind.split(":")
+    mean = Z_key.mean(0, dtype=np.float64)
+    cov = np.cov(Z_key - mean, rowvar=False)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0, None), eigenvectors[:, order]
+    if name == "whiten":
+        m, shrink = len(eigenvalues), float(params[0])
+    elif name == "pcaw":
+        m, shrink = int(params[0]), float(params[1])
+    elif name == "pca":
+        m, shrink = int(params[0]), None
+    else:
+        raise ValueError(f"unknown --prep {kind!r}")
+    gain = (np.ones(m) if shrink is None
+            else 1.0 / np.sqrt(eigenvalues[:m] + shrink * eigenvalues.mean()))
+    # Divide by the gain's mean so that the scale of the inputs stays that of
+    # unit-variance directions (key fitting and the peers see comparable norms).
+    W = eigenvectors[:, :m] * (gain / gain.mean() if shrink is not None else gain)
+    return tuple(((Z - mean) @ W).astype(np.float32) for Z in (Z_key, Z_train, Z_test))
 
 
 def heads_of(codebook, Z, block=1000):
@@ -194,6 +261,93 @@ def residual_terms(keys, heads_tr, codes_tr, y, heads_te, codes_te, n_classes, l
         for nu in nus:
             out[("cell", lam, nu)] = D / (2 * torch.cat(s2_cells[nu], 1).unsqueeze(-1))
     return out  # per codebook (N_test, C, L)
+
+
+def residual_whitening(keys, heads, codes, y, n_classes, shrink, chunk=8):
+    """Per codebook, ``A_c = (W_c / dof + shrink * tr / d I)^(-1/2)``, (C, d, d).
+
+    ``W_c`` is the pooled within-(key, class) scatter of the residuals
+    ``head - key`` of the training samples: ``sum r r^T - sum_(k,y) S S^T / n``
+    -- additive sums, so order-independent, but every sample touches its
+    codebooks' ``sum r r^T`` (one d x d matrix per codebook).
+    """
+    n_codebooks, n_keys, d = keys.shape
+    L = n_classes
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    out = []
+    for c0 in range(0, n_codebooks, chunk):
+        c1 = min(n_codebooks, c0 + chunk)
+        cc = c1 - c0
+        local = torch.arange(cc)
+        r = heads[:, c0:c1].double() - keys[c0:c1].double()[local, codes[:, c0:c1]]
+        idx = (local * n_keys + codes[:, c0:c1]) * L + labels.view(-1, 1)  # (N, cc)
+        S = torch.zeros(cc * n_keys * L, d, dtype=torch.float64)
+        n = torch.zeros(cc * n_keys * L, dtype=torch.float64)
+        S.index_add_(0, idx.reshape(-1), r.reshape(-1, d))
+        n.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=torch.float64))
+        scaled = (S / n.clamp_min(1).sqrt().unsqueeze(1)).view(cc, n_keys * L, d)
+        W = torch.einsum("ncd,nce->cde", r, r) - torch.einsum("cjd,cje->cde", scaled, scaled)
+        dof = (len(y) - (n.view(cc, -1) > 0).sum(1)).clamp_min(1).double()
+        W = W / dof.view(-1, 1, 1)
+        ridge = shrink * torch.diagonal(W, dim1=1, dim2=2).mean(1)
+        W = W + ridge.view(-1, 1, 1) * torch.eye(d, dtype=torch.float64)
+        values, vectors = torch.linalg.eigh(W)
+        out.append(vectors @ torch.diag_embed(values.clamp_min(1e-12).rsqrt())
+                   @ vectors.transpose(1, 2))
+    return torch.cat(out)
+
+
+def lda_residual_terms(keys, heads_tr, codes_tr, y, heads_te, codes_te, n_classes, shrinks,
+                       lam=1.0, block=250):
+    """Per shrinkage, ``q / (2 C)`` with ``q = (r - m_y)^T P (r - m_y)`` over ALL
+    codebooks at once, (N_test, L).
+
+    ``r`` is the concatenation of a sample's residuals ``head - key`` (C * d_k),
+    ``m_y`` the concatenation of the class's residual means in the keys the
+    sample fetched (shrunk towards the key by ``lam``), and ``P`` the inverse of
+    the pooled within-class covariance of the concatenated heads (plus
+    ``shrink * mean variance`` on the diagonal): streaming LDA's statistic in
+    head space. With one key per codebook it is streaming LDA on the heads.
+    Every statistic is a sum over samples (order-independent); the covariance
+    is one ``C d_k x C d_k`` matrix that every sample updates.
+    """
+    n_codebooks, n_keys, d = keys.shape
+    L = n_classes
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    D = n_codebooks * d
+    flat = heads_tr.reshape(len(y), D).double()
+    class_sums = torch.zeros(L, D, dtype=torch.float64).index_add_(0, labels, flat)
+    class_n = torch.bincount(labels, minlength=L).double().clamp_min(1)
+    W = flat.T @ flat - (class_sums / class_n.view(-1, 1)).T @ class_sums
+    W /= max(1, len(y) - L)
+    local = torch.arange(n_codebooks)
+    kd = keys.double()
+    r_tr = heads_tr.double() - kd[local, codes_tr]
+    idx = ((local * n_keys + codes_tr) * L + labels.view(-1, 1)).reshape(-1)
+    S = torch.zeros(n_codebooks * n_keys * L, d, dtype=torch.float64)
+    n = torch.zeros(n_codebooks * n_keys * L, dtype=torch.float64)
+    S.index_add_(0, idx, r_tr.reshape(-1, d))
+    n.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64))
+    values, vectors = torch.linalg.eigh(W)
+    class_means = class_sums / class_n.view(-1, 1)
+    out = {}
+    for shrink in shrinks:
+        A = vectors * (values.clamp_min(0) + shrink * values.clamp_min(0).mean()).rsqrt()
+        # The class-level term alone (streaming LDA on the heads), for the hybrid.
+        z = heads_te.reshape(len(heads_te), 1, D).double() - class_means.unsqueeze(0)
+        z = (z.reshape(-1, D) @ A).pow(2).sum(1).view(len(heads_te), L)
+        out["class", shrink] = z / (2 * n_codebooks)
+        parts = []
+        for i in range(0, len(heads_te), block):
+            codes = codes_te[i : i + block]
+            r = heads_te[i : i + block].double() - kd[local, codes]  # (b, C, d)
+            rows = (((local * n_keys + codes) * L).unsqueeze(-1) + torch.arange(L)).reshape(-1)
+            m = (S.index_select(0, rows) / (n.index_select(0, rows) + lam).unsqueeze(1))
+            diff = r.unsqueeze(2) - m.view(len(r), n_codebooks, L, d)  # (b, C, L, d)
+            z = diff.permute(0, 2, 1, 3).reshape(len(r) * L, D) @ A
+            parts.append(z.pow(2).sum(1).view(len(r), L) / (2 * n_codebooks))
+        out["cell", shrink] = torch.cat(parts)
+    return out
 
 
 def run_residual(report, keys, H_tr, C_tr, y_tr, H_te, C_te, y_te, L, counts, R_te, gs,
@@ -307,6 +461,9 @@ def warm_keys(keys, H_key, C_key, H_batch, mode, quantile=0.9):
 def explore(args):
     torch.set_num_threads(args.threads)
     Z_key, key_name, Z_tr, y_tr, Z_te, y_te = task_data(args.dataset, args.keys, args.seed)
+    Z_key, Z_tr, Z_te = prepare(args.prep, Z_key, Z_tr, Z_te)
+    if args.prep != "none":
+        key_name = f"{key_name}|{args.prep}"  # the key cache is keyed by this name
     L = len(np.unique(y_tr))
     rows_out = []
 
@@ -314,6 +471,10 @@ def explore(args):
         def report(**row):
             row = {"dataset": args.dataset, "keys": args.keys, "key_data": key_name,
                    "seed": args.seed, **common, **row}
+            if args.prep != "none":
+                row["prep"] = args.prep
+            if args.projection != "gaussian":
+                row["projection"] = args.projection
             rows_out.append(row)
             print(json.dumps(row), flush=True)
         return report
@@ -331,7 +492,8 @@ def explore(args):
 
     for shape in args.shapes:
         tic = time.perf_counter()
-        codebook = fit_keys(Z_key, key_name, len(Z_key), shape, args.seed, args.key_epochs)
+        codebook = fit_keys(Z_key, key_name, len(Z_key), shape, args.seed, args.key_epochs,
+                            args.projection)
         fit_s = time.perf_counter() - tic
         keys = torch.as_tensor(codebook.keys_)
         c, k = codebook.n_codebooks_, codebook.n_keys_
@@ -363,6 +525,21 @@ def explore(args):
                            max_logit_diff=float((a_ - b_).abs().max()),
                            equal_predictions=float((a_.argmax(1) == b_.argmax(1)).double().mean()),
                            accuracy=accuracy(b_, y_te))
+        if "cov" in exps:
+            for shrink in args.cov_shrinks:
+                A = residual_whitening(keys, H_tr, C_tr, y_tr, L, shrink)
+                Hw_tr = torch.einsum("ncd,cde->nce", H_tr.double(), A)
+                Hw_te = torch.einsum("ncd,cde->nce", H_te.double(), A)
+                keys_w = torch.einsum("ckd,cde->cke", keys.double(), A)
+                run_residual(report, keys_w, Hw_tr, C_tr, y_tr, Hw_te, C_te, y_te, L, counts,
+                             R_te, args.gs, prefix=f"cov{shrink:g}-")
+        if "lda" in exps:
+            terms = lda_residual_terms(keys, H_tr, C_tr, y_tr, H_te, C_te, L, args.cov_shrinks)
+            for (level, shrink), term in terms.items():
+                for g in args.gs:
+                    # "lda-hybrid": counting logits plus streaming LDA on the heads.
+                    report(variant="lda-residual" if level == "cell" else "lda-hybrid",
+                           shrink=shrink, g=g, accuracy=accuracy(base - g * term, y_te))
         if "backoff" in exps:
             H_key = heads_of(codebook, Z_key)
             for n_coarse in args.coarse_keys:
@@ -400,7 +577,7 @@ def explore(args):
     return rows_out
 
 
-CONFIG_FIELDS = ("variance", "lam", "nu", "g", "n_coarse", "beta", "epochs", "lr_per_codebook",
+CONFIG_FIELDS = ("shrink", "variance", "lam", "nu", "g", "n_coarse", "beta", "epochs", "lr_per_codebook",
                  "setting", "mode", "first_batch")
 
 
@@ -415,7 +592,8 @@ def summarise(paths):
                     continue
                 name = " ".join([row["variant"]] + [f"{k}={row[k]}" for k in CONFIG_FIELDS
                                                     if k in row])
-                key = (row["dataset"], row["keys"], row["shape"], name)
+                key = (row["dataset"], row["keys"], row.get("prep", "none"),
+                       row.get("projection", "gaussian"), row["shape"], name)
                 groups.setdefault(key, {})[row["seed"]] = row["accuracy"]
     for key, by_seed in sorted(groups.items()):
         values = [by_seed[s] for s in sorted(by_seed)]
@@ -431,11 +609,15 @@ def main(argv=None):
     parser.add_argument("--experiments", type=comma_list(str),
                         default=["residual", "backoff", "refine", "warmup", "peers"])
     parser.add_argument("--gs", type=comma_list(float), default=[0.4, 0.8, 1.0, 2.0])
+    parser.add_argument("--cov-shrinks", type=comma_list(float), default=[0.1])
     parser.add_argument("--coarse-keys", type=comma_list(int), default=[64, 512])
     parser.add_argument("--betas", type=comma_list(float), default=[1.0, 4.0, 16.0])
     parser.add_argument("--refine-epochs", type=comma_list(int), default=[1, 3])
     parser.add_argument("--refine-lrs", type=comma_list(float), default=[0.1, 1.0, 10.0])
     parser.add_argument("--key-epochs", type=int, default=3)
+    parser.add_argument("--prep", default="none",
+                        help="linear map fitted on the key data: none, whiten:s, pcaw:m:s, pca:m")
+    parser.add_argument("--projection", choices=["gaussian", "orthogonal"], default="gaussian")
     parser.add_argument("--check-order", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
