@@ -204,6 +204,14 @@ class KeyCodebook(
     ((100, 4), dtype('int64'))
     >>> codebook.keys_.shape
     (4, 16, 3)
+
+    Whitening the key data's 5 leading principal components first, with
+    orthogonal heads (for embeddings of a pre-trained encoder):
+
+    >>> whitened = KeyCodebook(n_codebooks=4, n_keys=16, key_dim=3, whiten=5,
+    ...                        projection="orthogonal", random_state=0).fit(X)
+    >>> whitened.projection_.shape  # the whitening is folded into the projection
+    (8, 12)
     """
 
     _parameter_constraints: dict = {
