@@ -1,5 +1,7 @@
 """Orthogonal projections and whitening fitted on the key data (KeyCodebook)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -147,3 +149,16 @@ def test_codebook_pickled_before_whiten_existed_loads_with_it_off():
     assert loaded.get_params()["whiten"] is None
     loaded.partial_fit(X[:100])
     np.testing.assert_array_equal(loaded.projection_, codebook.projection_)
+
+
+def test_whiten_warns_when_fitted_on_too_few_samples_for_its_components():
+    X, _ = load_digits(return_X_y=True)
+    codebook = KeyCodebook(n_codebooks=4, n_keys=8, key_dim=4, whiten=32, random_state=0)
+    with pytest.warns(UserWarning, match=r"whiten=32\) is fitted on 50 samples.*at least 64"):
+        codebook.partial_fit(X[:50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codebook.partial_fit(X[50:60])  # later batches do not refit the map: no warning
+        KeyCodebook(n_codebooks=4, n_keys=8, key_dim=4, whiten=32, random_state=0).fit(X[:64])
+        # Components are capped at the features: 64 of them need 128 rows, not 2 * 500.
+        KeyCodebook(n_codebooks=4, n_keys=8, key_dim=4, whiten=500, random_state=0).fit(X[:128])
