@@ -162,3 +162,16 @@ def test_whiten_warns_when_fitted_on_too_few_samples_for_its_components():
         KeyCodebook(n_codebooks=4, n_keys=8, key_dim=4, whiten=32, random_state=0).fit(X[:64])
         # Components are capped at the features: 64 of them need 128 rows, not 2 * 500.
         KeyCodebook(n_codebooks=4, n_keys=8, key_dim=4, whiten=500, random_state=0).fit(X[:128])
+
+
+def test_regressor_reads_a_whitened_codebook():
+    from sklearn.datasets import load_diabetes
+
+    from skkvb import KeyValueBottleneckRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    codebook = KeyCodebook(n_codebooks=32, n_keys=32, key_dim=4, whiten=10,
+                           projection="orthogonal", random_state=0)
+    model = KeyValueBottleneckRegressor(codebook=codebook, random_state=0).fit(X[:300], y[:300])
+    assert model.codebook_.projection_.shape == (10, 128)
+    assert model.score(X[300:], y[300:]) > 0.2  # 0.36 when written; unwhitened 0.48
