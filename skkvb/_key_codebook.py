@@ -444,9 +444,10 @@ class KeyCodebook(
 
     def _start(self, X, stream):
         n_samples, n_features = X.shape
+        whitening = None
         if self.whiten is not None:
-            self._warn_if_too_few_to_whiten(n_samples, min(self.whiten, n_features))
-        whitening = None if self.whiten is None else whitening_matrix(X, self.whiten)
+            whitening = whitening_matrix(X, self.whiten)
+            self._warn_if_too_few_to_whiten(n_samples, whitening.shape[1])
         n_inputs = n_features if whitening is None else whitening.shape[1]
         self.n_codebooks_, self.key_dim_ = head_shape(
             self.projection, n_inputs, self.n_codebooks, self.key_dim

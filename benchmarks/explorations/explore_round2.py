@@ -110,33 +110,13 @@ def task_data(dataset, keys, seed):
     return load_task(OTHER[dataset])[0], OTHER[dataset], Z_train, y_train, Z_test, y_test
 
 
-def orthogonal_projection(kind, n_features, n_codebooks, key_dim, rng):
-    """Gaussian columns orthonormalised in blocks of ``n_features``: each block
-    is an orthonormal set, so with ``C * d_k`` a multiple of ``n_features`` the
-    heads keep squared distances exactly (up to a factor), where independent
-    Gaussian columns distort them (Marchenko-Pastur spread)."""
-    matrix = rng.standard_normal((n_features, n_codebooks * key_dim))
-    for start in range(0, matrix.shape[1], n_features):
-        block = matrix[:, start : start + n_features]
-        q, r = np.linalg.qr(block)
-        matrix[:, start : start + n_features] = q * np.sign(np.diag(r))
-    return matrix.astype(np.float32)
-
-
 @KEY_CACHE.cache(ignore=["Z_key"])
 def fit_keys(Z_key, key_name, n_key_rows, shape, seed, epochs, projection="gaussian"):
-    """A fitted KeyCodebook (cached on disk by key data name, shape, seed, epochs)."""
-    import skkvb._key_codebook as key_codebook_module
-
+    """A fitted KeyCodebook (cached on disk by key data name, shape, seed, epochs,
+    projection)."""
     c, k, d = shape
-    original = key_codebook_module.make_projection
-    if projection == "orthogonal":  # exploration only: the library has no such mode
-        key_codebook_module.make_projection = orthogonal_projection
-    try:
-        return KeyCodebook(n_codebooks=c, n_keys=k, key_dim=d, max_iter=epochs,
-                           random_state=seed).fit(Z_key)
-    finally:
-        key_codebook_module.make_projection = original
+    return KeyCodebook(n_codebooks=c, n_keys=k, key_dim=d, projection=projection,
+                       max_iter=epochs, random_state=seed).fit(Z_key)
 
 
 def prepare(kind, Z_key, Z_train, Z_test):

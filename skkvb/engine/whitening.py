@@ -22,8 +22,8 @@ WHITENING_SHRINKAGE = 0.1
 
 
 def _covariance(X, block_rows):
-    """Mean and covariance of X's rows in float64, a block of rows at a time
-    (``X`` may be a scipy sparse matrix; only one block is ever dense)."""
+    """Covariance of X's rows in float64, a block of rows at a time (``X`` may
+    be a scipy sparse matrix; only one block is ever dense)."""
     n_samples, n_features = X.shape
     total = np.zeros(n_features)
     scatter = np.zeros((n_features, n_features))
@@ -34,7 +34,7 @@ def _covariance(X, block_rows):
         scatter += block.T @ block
     mean = total / n_samples
     covariance = scatter / n_samples - np.outer(mean, mean)
-    return mean, (covariance + covariance.T) / 2
+    return (covariance + covariance.T) / 2
 
 
 def whitening_matrix(X, n_components, shrinkage=WHITENING_SHRINKAGE, block_rows=4096):
@@ -46,7 +46,7 @@ def whitening_matrix(X, n_components, shrinkage=WHITENING_SHRINKAGE, block_rows=
     signs are fixed (largest entry positive) so the map depends on X only.
     """
     n_features = X.shape[1]
-    _, covariance = _covariance(X, block_rows)
+    covariance = _covariance(X, block_rows)
     variances, vectors = np.linalg.eigh(covariance)
     variances = np.clip(variances[::-1], 0.0, None)
     vectors = vectors[:, ::-1]
